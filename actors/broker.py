@@ -1,0 +1,79 @@
+"""Dramatiq wiring: the broker (RabbitMQ, or in-process), the actors, the in-process worker.
+
+Actors are declared against a broker passed in, so nothing connects at import.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import dramatiq
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import CurrentMessage
+
+from actors.generate import Generator
+
+log = logging.getLogger("imagecache.broker")
+
+QUEUE = "imagecache"
+MAX_RETRIES = 5
+
+
+def make_broker(rabbitmq_url: str | None, *, confirm_delivery: bool = False) -> dramatiq.Broker:
+    """RabbitMQ when a URL is given; else an in-process broker (embedded mode)."""
+    broker: dramatiq.Broker
+    if rabbitmq_url:
+        from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+        broker = RabbitmqBroker(url=rabbitmq_url, confirm_delivery=confirm_delivery)
+    else:
+        broker = StubBroker()
+        broker.emit_after("process_boot")
+    broker.add_middleware(CurrentMessage())
+    return broker
+
+
+@dataclass
+class Actors:
+    """The declared actors and how to publish to them."""
+
+    broker: dramatiq.Broker
+    generate_batch: dramatiq.Actor[[dict[str, Any]], None]
+
+    def publish(self, messages: list[dict[str, Any]]) -> None:
+        """Send generation messages, one per batch of images."""
+        for message in messages:
+            self.generate_batch.send(message)
+
+
+def declare(
+    broker: dramatiq.Broker, generator: Callable[[], Generator], queue: str = QUEUE
+) -> Actors:
+    """Declare the actors on `broker`; `generator` gives the worker-side handler lazily."""
+    dramatiq.set_broker(broker)
+
+    def generate_batch(message: dict[str, Any]) -> None:
+        current = CurrentMessage.get_current_message()
+        retries = int(current.options.get("retries", 0)) if current else MAX_RETRIES
+        generator().run(message, final_attempt=retries >= MAX_RETRIES)
+
+    decorate = dramatiq.actor(
+        broker=broker,
+        actor_name="generate_batch",
+        queue_name=queue,
+        max_retries=MAX_RETRIES,
+        min_backoff=1_000,
+        max_backoff=60_000,
+        time_limit=15 * 60 * 1000,
+    )
+    return Actors(broker, decorate(generate_batch))
+
+
+def start_worker(broker: dramatiq.Broker, threads: int) -> dramatiq.Worker:
+    """Run actors in this process with `threads` worker threads until `.stop()`."""
+    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=200)
+    worker.start()
+    return worker

@@ -1,0 +1,154 @@
+"""Generate the renditions of one batch of images and record one outcome for each.
+
+Safe to run twice: outcomes already in the log are not redone, current files
+are skipped, files are replaced atomically, and appends are idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from actors.render import Rendered, render
+from actors.sources import open_member
+from domain import events as ev
+from domain.errors import NoSpace, RenderError, TransientIOError
+from domain.ids import rendition_relpath
+from domain.planning import SourceImage, choose_folder, is_current
+from domain.ports import Clock, EventLog, FileStore
+from domain.specs import RenditionSpec
+from projections.readmodels import ReadModels
+
+log = logging.getLogger("imagecache.generate")
+
+HEARTBEAT_SECONDS = 30
+
+
+@dataclass
+class Generator:
+    """What one worker needs to turn a message into files and outcomes."""
+
+    events: EventLog
+    read: ReadModels
+    files: FileStore
+    clock: Clock
+    max_pixels: int = 100_000_000
+    worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    _beats: dict[str, int] = field(default_factory=dict)
+
+    def run(self, message: Mapping[str, Any], *, final_attempt: bool = True) -> dict[str, int]:
+        """Process one message; return counts of outcomes recorded by this call."""
+        job_id: str = message["job_id"]
+        job = self.read.job_doc(job_id)
+        if job and (job.get("cancelled") or job.get("paused")):
+            log.info(
+                "job %s is %s: message dropped",
+                job_id,
+                "cancelled" if job.get("cancelled") else "paused",
+            )
+            return {}
+        specs = [RenditionSpec.from_dict(s) for s in message["specs"]]
+        items = [SourceImage(i, p, int(s), float(m)) for i, p, s, m in message["items"]]
+        keys = {
+            (i.image_id, s.kind): ev.outcome_key(job_id, i.image_id, s.kind)
+            for i in items
+            for s in specs
+        }
+        done = self.events.existing_keys(list(keys.values()))
+        current = self.read.renditions_for([k for k, v in keys.items() if v not in done])
+        folders = self.read.folder_docs()
+        counts = {"generated": 0, "skipped": 0, "failed": 0}
+        self._heartbeat(job_id)
+        for image in items:
+            wanted = [s for s in specs if keys[(image.image_id, s.kind)] not in done]
+            if not wanted:
+                continue
+            outcomes = self._one(message, image, wanted, current, folders, final_attempt)
+            self.events.append_many(outcomes)
+            for o in outcomes:
+                counts[_status(o)] += 1
+        return counts
+
+    def _one(
+        self, message: Mapping[str, Any], image: SourceImage, specs: list[RenditionSpec],
+        current: Mapping[tuple[str, str], Any], folders: list[dict[str, Any]], final_attempt: bool,
+    ) -> list[ev.Event]:  # fmt: skip
+        paths = {f["_id"]: str(f["path"]) for f in folders}
+        job_id, cid = message["job_id"], message["collection_id"]
+        outcomes: list[ev.Event] = []
+        todo: list[RenditionSpec] = []
+        for spec in specs:
+            doc = current.get((image.image_id, spec.kind))
+            folder = paths.get(doc["folder_id"]) if doc else None
+            if (
+                not message.get("force")
+                and doc is not None
+                and folder is not None
+                and is_current(doc, spec, image)
+                and self.files.size(folder, doc["path"]) == doc["bytes"]
+            ):
+                outcomes.append(
+                    ev.RenditionSkipped(job_id, image.image_id, cid, spec.kind, "current")
+                )
+            else:
+                todo.append(spec)
+        if not todo:
+            return outcomes
+        started = time.perf_counter()
+        try:
+            with open_member(message["path"], message["source"], image.path) as source:
+                rendered = render(source, todo, max_pixels=self.max_pixels)
+            ms = int((time.perf_counter() - started) * 1000)
+            for spec, out in zip(todo, rendered, strict=True):
+                outcomes.append(self._store(job_id, cid, image, spec, out, ms, folders))
+        except TransientIOError as exc:
+            if not final_attempt:
+                raise
+            outcomes.extend(_failed(job_id, image, cid, todo, exc))
+        except RenderError as exc:
+            log.warning("%s/%s failed: %s: %s", message["path"], image.path, exc.error_class, exc)
+            outcomes.extend(_failed(job_id, image, cid, todo, exc))
+        return outcomes
+
+    def _store(
+        self, job_id: str, cid: str, image: SourceImage, spec: RenditionSpec, out: Rendered,
+        ms: int, folders: list[dict[str, Any]],
+    ) -> ev.RenditionGenerated:  # fmt: skip
+        folder = choose_folder(folders, len(out.data))
+        relpath = rendition_relpath(spec.kind, image.image_id, spec.extension)
+        if self.files.free_bytes(folder["path"]) < len(out.data):
+            raise NoSpace(f"cache folder {folder['path']} has no room left on its disk")
+        replaced = self.files.write_atomic(folder["path"], relpath, out.data)
+        return ev.RenditionGenerated(
+            job_id, image.image_id, cid, spec.kind,
+            folder_id=folder["_id"], path=relpath, bytes=len(out.data),
+            width=out.width, height=out.height, ms=ms, spec_hash=spec.hash,
+            source_size=image.size, source_mtime=image.mtime, replaced_bytes=replaced,
+        )  # fmt: skip
+
+    def _heartbeat(self, job_id: str) -> None:
+        beat = int(self.clock.now() // HEARTBEAT_SECONDS)
+        if self._beats.get(job_id) != beat:
+            self._beats[job_id] = beat
+            self.events.append(ev.JobHeartbeat(job_id, self.worker, beat))
+
+
+def _status(outcome: ev.Event) -> str:
+    if isinstance(outcome, ev.RenditionGenerated):
+        return "generated"
+    return "skipped" if isinstance(outcome, ev.RenditionSkipped) else "failed"
+
+
+def _failed(
+    job_id: str, image: SourceImage, cid: str, specs: Sequence[RenditionSpec], exc: RenderError
+) -> list[ev.Event]:
+    message = str(exc).splitlines()[0][:300] if str(exc) else exc.error_class
+    return [
+        ev.RenditionFailed(job_id, image.image_id, cid, s.kind, exc.error_class, message)
+        for s in specs
+    ]

@@ -1,0 +1,136 @@
+"""Plan a bulk operation: one job per collection, only what is missing, stale or forced.
+
+`JobPlanned` (and its image pages) are stored before any message is published,
+so a crash after planning loses nothing: recovery re-sends planned minus done.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from domain import events as ev
+from domain.errors import UnknownCollection
+from domain.planning import SourceImage, pages, plan_images
+from domain.ports import EventLog
+from domain.specs import RenditionSpec
+from projections.readmodels import ReadModels
+
+log = logging.getLogger("imagecache.plan")
+
+PLAN_PAGE = 5000
+Publish = Callable[[list[dict[str, Any]]], None]
+
+
+@dataclass(frozen=True)
+class PlannedJob:
+    job_id: str
+    collection_id: str
+    images: int
+    current: int
+    to_process: int
+
+
+@dataclass(frozen=True)
+class BulkResult:
+    bulk_id: str
+    images: int
+    current: int
+    jobs: list[PlannedJob]
+
+
+def messages_for(
+    job_id: str, collection: Mapping[str, Any], specs: Sequence[RenditionSpec],
+    images: Sequence[SourceImage], batch_size: int, *, force: bool,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """The generation messages of a job: each carries a batch of images."""
+    head = {
+        "job_id": job_id,
+        "collection_id": collection["_id"],
+        "path": collection["path"],
+        "source": collection["source"],
+        "specs": [s.to_dict() for s in specs],
+        "force": force,
+    }
+    return [
+        {
+            **head,
+            "items": [[i.image_id, i.path, i.size, i.mtime] for i in images[n : n + batch_size]],
+        }
+        for n in range(0, len(images), batch_size)
+    ]
+
+
+def request_bulk(
+    events: EventLog,
+    read: ReadModels,
+    publish: Publish,
+    specs: Mapping[str, RenditionSpec],
+    *,
+    collection_ids: Sequence[str] = (),
+    everything: bool = False,
+    kinds: Sequence[str] = ("cache", "thumbnail"),
+    force: bool = False,
+    batch_size: int = 8,
+) -> BulkResult:
+    """Record the request, plan a job for each collection with work left, publish its batches."""
+    bulk_id = uuid.uuid4().hex
+    if everything:
+        collections = read.collections()
+    else:
+        collections = []
+        for cid in collection_ids:
+            doc = read.collection(cid)
+            if doc is None:
+                raise UnknownCollection(f"no collection {cid}")
+            collections.append(doc)
+    events.append(
+        ev.BulkOperationRequested(
+            bulk_id, [c["_id"] for c in collections], list(kinds), force, everything
+        )
+    )
+    wanted = [specs[k] for k in kinds]
+    jobs: list[PlannedJob] = []
+    total_images = total_current = 0
+    for collection in collections:
+        cid = collection["_id"]
+        images = read.source_images(cid)
+        plan = plan_images(images, wanted, read.renditions_of(cid), force=force)
+        total_images += len(images)
+        total_current += plan.current
+        log.info(
+            "%s: %d images, %d current, %d to process",
+            collection["path"], len(images), plan.current, len(plan.todo),
+        )  # fmt: skip
+        if not plan.todo:
+            continue
+        job_id = uuid.uuid4().hex
+        plan_job(events, job_id, bulk_id, cid, wanted, plan.todo, plan.current)
+        publish(messages_for(job_id, collection, wanted, plan.todo, batch_size, force=force))
+        jobs.append(PlannedJob(job_id, cid, len(images), plan.current, len(plan.todo)))
+    return BulkResult(bulk_id, total_images, total_current, jobs)
+
+
+def plan_job(
+    events: EventLog, job_id: str, bulk_id: str, cid: str, specs: Sequence[RenditionSpec],
+    todo: Sequence[SourceImage], current: int, *, retry_of: str = "",
+) -> None:  # fmt: skip
+    """Store a job's header and its image pages (before anything is published)."""
+    image_pages = pages([i.image_id for i in todo], PLAN_PAGE)
+    header = ev.JobPlanned(
+        job_id=job_id,
+        bulk_id=bulk_id,
+        collection_id=cid,
+        kinds=[s.kind for s in specs],
+        specs={s.kind: s.to_dict() for s in specs},
+        spec_hashes={s.kind: s.hash for s in specs},
+        images=len(todo),
+        already_current=current,
+        pages=len(image_pages),
+        retry_of=retry_of,
+    )
+    page_events = [ev.JobImagesPlanned(job_id, n, p) for n, p in enumerate(image_pages)]
+    events.append_many([*page_events, header])

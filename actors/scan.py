@@ -1,0 +1,106 @@
+"""Register collections and scan them into `CollectionScanned` events."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from actors.sources import discover, list_members, resolve_under_roots
+from domain import events as ev
+from domain.errors import InvalidInput, UnknownCollection
+from domain.ids import collection_id, image_id
+from domain.ports import EventLog
+from projections.readmodels import ReadModels
+
+log = logging.getLogger("imagecache.scan")
+
+PAGE = 1000
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    collection_id: str
+    images: int
+    added: int
+    changed: int
+    removed: int
+    unsupported: int
+
+
+def register(events: EventLog, path: str | Path, roots: Sequence[str]) -> list[str]:
+    """Register a collection, or every collection under a root; return their ids."""
+    real, root = resolve_under_roots(path, roots)
+    found: list[tuple[Path, str]]
+    if real.is_file():
+        if real.suffix.lower() not in (".zip", ".cbz"):
+            raise InvalidInput(f"{real} is a file but not a ZIP/CBZ archive")
+        found = [(real, "archive")]
+    else:
+        found = list(discover(real))
+    registered = [
+        ev.CollectionRegistered(
+            collection_id(str(p)), str(p), str(root), source, p.name if p != root else root.name
+        )
+        for p, source in found
+    ]
+    events.append_many(registered)
+    return [e.collection_id for e in registered]
+
+
+def scan(events: EventLog, read: ReadModels, cid: str) -> ScanResult:
+    """Compare a collection on disk with the `images` read model; record what changed."""
+    doc = read.collection(cid)
+    if doc is None:
+        raise UnknownCollection(f"no collection {cid}")
+    known = {d["_id"]: d for d in read.images_of(cid)}
+    added: list[list[object]] = []
+    changed: list[list[object]] = []
+    unsupported: list[list[str]] = []
+    seen: set[str] = set()
+    images = 0
+    for m in list_members(Path(doc["path"]), doc["source"]):
+        iid = image_id(cid, m.path)
+        seen.add(iid)
+        before = known.get(iid)
+        if not m.supported:
+            if before is None or before.get("supported", True):
+                unsupported.append([iid, m.path])
+            continue
+        images += 1
+        row: list[object] = [iid, m.path, m.size, m.mtime]
+        if before is None or not before.get("supported", True):
+            added.append(row)
+        elif before.get("size") != m.size or before.get("mtime") != m.mtime:
+            changed.append(row)
+    removed = [i for i, d in known.items() if i not in seen and d.get("supported", True)]
+    gone_unsupported = [i for i, d in known.items() if i not in seen and not d.get("supported")]
+    result = ScanResult(cid, images, len(added), len(changed), len(removed), len(unsupported))
+    if not (added or changed or removed or unsupported or gone_unsupported):
+        return result
+    scan_id = uuid.uuid4().hex
+    chunks: list[ev.CollectionScanned] = []
+    rows = [("added", r) for r in added] + [("changed", r) for r in changed]
+    for start in range(0, max(len(rows), 1), PAGE):
+        part = rows[start : start + PAGE]
+        chunks.append(
+            ev.CollectionScanned(
+                cid,
+                scan_id,
+                len(chunks),
+                0,
+                added=[r for k, r in part if k == "added"],
+                changed=[r for k, r in part if k == "changed"],
+            )
+        )
+    chunks[0] = replace(
+        chunks[0], removed=removed, unsupported=unsupported, unsupported_removed=gone_unsupported
+    )
+    events.append_many([replace(c, parts=len(chunks)) for c in chunks])
+    log.info(
+        "scanned %s: %d images, %d added, %d changed, %d removed, %d unsupported",
+        doc["path"], images, len(added), len(changed), len(removed), len(unsupported),
+    )  # fmt: skip
+    return result

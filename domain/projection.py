@@ -1,0 +1,286 @@
+"""Projection rules: which read-model documents each event changes.
+
+Every rule is a pure function of one stored event. Facts that depend on the
+state of the disk at the time (a replaced file's size, whether a deleted file
+was the current rendition) are carried in the event, so replaying the log
+always gives the same read models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from domain import events as ev
+from domain.changes import Change, Doc, apply
+
+# Projection name -> the read-model collections it owns.
+PROJECTIONS: dict[str, tuple[str, ...]] = {
+    "job_state": ("job_state",),
+    "folder_stats": ("folder_stats", "folder_collections"),
+    "renditions": ("renditions",),
+    "collections": ("collections", "images"),
+}
+TABLE_PROJECTION = {table: name for name, tables in PROJECTIONS.items() for table in tables}
+
+Rule = Callable[[ev.StoredEvent], list[Change]]
+_RULES: dict[type[ev.Event], Rule] = {}
+
+
+def _rule(*types: type[ev.Event]) -> Callable[[Rule], Rule]:
+    def register(fn: Rule) -> Rule:
+        for t in types:
+            _RULES[t] = fn
+        return fn
+
+    return register
+
+
+def changes(stored: ev.StoredEvent) -> list[Change]:
+    """The read-model changes one stored event makes (empty for most bookkeeping events)."""
+    rule = _RULES.get(type(stored.event))
+    return rule(stored) if rule else []
+
+
+def rendition_doc_id(image_id: str, kind: str) -> str:
+    return f"{image_id}:{kind}"
+
+
+@_rule(ev.CollectionRegistered)
+def _registered(s: ev.StoredEvent) -> list[Change]:
+    e = s.event
+    assert isinstance(e, ev.CollectionRegistered)
+    return [
+        Change(
+            "collections",
+            e.collection_id,
+            set={"path": e.path, "root": e.root, "source": e.source, "name": e.name},
+            min={"registered_at": s.at},
+            on_insert={"images": 0, "unsupported": 0},
+        )
+    ]
+
+
+@_rule(ev.CollectionScanned)
+def _scanned(s: ev.StoredEvent) -> list[Change]:
+    e = s.event
+    assert isinstance(e, ev.CollectionScanned)
+    out = [
+        Change(
+            "collections",
+            e.collection_id,
+            inc={
+                "images": len(e.added) - len(e.removed),
+                "unsupported": len(e.unsupported) - len(e.unsupported_removed),
+            },
+            max={"last_scan_at": s.at},
+        )
+    ]
+    for image, member, size, mtime in [*e.added, *e.changed]:
+        fields = {"collection_id": e.collection_id, "path": member, "size": size, "mtime": mtime}
+        out.append(Change("images", image, set={**fields, "supported": True, "removed": False}))
+    for image, member in e.unsupported:
+        fields = {"collection_id": e.collection_id, "path": member}
+        out.append(Change("images", image, set={**fields, "supported": False, "removed": False}))
+    out.extend(
+        Change("images", image, set={"removed": True})
+        for image in [*e.removed, *e.unsupported_removed]
+    )
+    return out
+
+
+@_rule(ev.CacheFolderAdded)
+def _folder_added(s: ev.StoredEvent) -> list[Change]:
+    e = s.event
+    assert isinstance(e, ev.CacheFolderAdded)
+    fields = {"path": e.path, "capacity_bytes": e.capacity_bytes, "priority": e.priority}
+    return [
+        Change(
+            "folder_stats",
+            e.folder_id,
+            set={**fields, "removed": False},
+            min={"added_at": s.at},
+            on_insert={"files": 0, "bytes": 0},
+        )
+    ]
+
+
+@_rule(ev.CacheFolderChanged)
+def _folder_changed(s: ev.StoredEvent) -> list[Change]:
+    e = s.event
+    assert isinstance(e, ev.CacheFolderChanged)
+    fields = {"capacity_bytes": e.capacity_bytes, "priority": e.priority}
+    return [Change("folder_stats", e.folder_id, set=fields)]
+
+
+@_rule(ev.CacheFolderRemoved)
+def _folder_removed(s: ev.StoredEvent) -> list[Change]:
+    e = s.event
+    assert isinstance(e, ev.CacheFolderRemoved)
+    return [Change("folder_stats", e.folder_id, set={"removed": True})]
+
+
+@_rule(ev.JobPlanned)
+def _job_planned(s: ev.StoredEvent) -> list[Change]:
+    e = s.event
+    assert isinstance(e, ev.JobPlanned)
+    return [
+        Change(
+            "job_state",
+            e.job_id,
+            set={
+                "bulk_id": e.bulk_id,
+                "collection_id": e.collection_id,
+                "kinds": e.kinds,
+                "spec_hashes": e.spec_hashes,
+                "images": e.images,
+                "already_current": e.already_current,
+                "total": e.images * len(e.kinds),
+                "planned_at": s.at,
+                "retry_of": e.retry_of,
+            },
+            on_insert={"generated": 0, "skipped": 0, "failed": 0, "bytes": 0},
+        )
+    ]
+
+
+@_rule(ev.JobPaused, ev.JobResumed, ev.JobCancelled)
+def _job_control(s: ev.StoredEvent) -> list[Change]:
+    e = s.event
+    assert isinstance(e, ev.JobControl)
+    if isinstance(e, ev.JobCancelled):
+        return [Change("job_state", e.job_id, set={"cancelled": True, "cancelled_at": s.at})]
+    return [Change("job_state", e.job_id, set={"paused": isinstance(e, ev.JobPaused)})]
+
+
+@_rule(ev.JobHeartbeat)
+def _heartbeat(s: ev.StoredEvent) -> list[Change]:
+    e = s.event
+    assert isinstance(e, ev.JobHeartbeat)
+    return [Change("job_state", e.job_id, max={"heartbeat_at": s.at})]
+
+
+def _job_outcome(s: ev.StoredEvent, status: str) -> Change:
+    e = s.event
+    assert isinstance(e, ev.Outcome)
+    return Change(
+        "job_state",
+        e.job_id,
+        inc={status: 1, f"by_kind.{e.kind}.{status}": 1},
+        max={"last_progress_at": s.at},
+        min={"first_outcome_at": s.at},
+    )
+
+
+@_rule(ev.RenditionGenerated)
+def _generated(s: ev.StoredEvent) -> list[Change]:
+    e = s.event
+    assert isinstance(e, ev.RenditionGenerated)
+    job = _job_outcome(s, "generated")
+    job.inc["bytes"] = e.bytes
+    new_file = 1 if e.replaced_bytes < 0 else 0
+    grown = e.bytes - max(e.replaced_bytes, 0)
+    rendition = {
+        "image_id": e.image_id,
+        "kind": e.kind,
+        "collection_id": e.collection_id,
+        "folder_id": e.folder_id,
+        "path": e.path,
+        "bytes": e.bytes,
+        "width": e.width,
+        "height": e.height,
+        "spec_hash": e.spec_hash,
+        "source_size": e.source_size,
+        "source_mtime": e.source_mtime,
+        "job_id": e.job_id,
+        "generated_at": s.at,
+        "deleted": False,
+    }
+    return [
+        job,
+        Change(
+            "folder_stats",
+            e.folder_id,
+            inc={"files": new_file, "bytes": grown},
+            max={"last_generated_at": s.at},
+        ),
+        Change(
+            "folder_collections",
+            f"{e.folder_id}:{e.collection_id}",
+            inc={"files": new_file},
+            set={"folder_id": e.folder_id, "collection_id": e.collection_id},
+        ),
+        Change("renditions", rendition_doc_id(e.image_id, e.kind), set=rendition),
+    ]
+
+
+@_rule(ev.RenditionSkipped)
+def _skipped(s: ev.StoredEvent) -> list[Change]:
+    return [_job_outcome(s, "skipped")]
+
+
+@_rule(ev.RenditionFailed)
+def _failed(s: ev.StoredEvent) -> list[Change]:
+    e = s.event
+    assert isinstance(e, ev.RenditionFailed)
+    job = _job_outcome(s, "failed")
+    job.inc[f"failed_by_class.{e.error_class}"] = 1
+    return [job]
+
+
+@_rule(ev.RenditionDeleted)
+def _deleted(s: ev.StoredEvent) -> list[Change]:
+    e = s.event
+    assert isinstance(e, ev.RenditionDeleted)
+    out = [
+        Change(
+            "folder_stats",
+            e.folder_id,
+            inc={"files": -1, "bytes": -e.bytes},
+            max={"last_cleanup_at": s.at},
+        ),
+        Change(
+            "folder_collections",
+            f"{e.folder_id}:{e.collection_id}",
+            inc={"files": -1},
+            set={"folder_id": e.folder_id, "collection_id": e.collection_id},
+        ),
+    ]
+    if e.was_current:
+        doc = rendition_doc_id(e.image_id, e.kind)
+        out.append(Change("renditions", doc, set={"deleted": True, "deleted_reason": e.reason}))
+    return out
+
+
+@_rule(ev.FolderReconciled)
+def _reconciled(s: ev.StoredEvent) -> list[Change]:
+    e = s.event
+    assert isinstance(e, ev.FolderReconciled)
+    drift = {
+        "files": e.measured_files - e.projected_files,
+        "bytes": e.measured_bytes - e.projected_bytes,
+    }
+    return [Change("folder_stats", e.folder_id, inc=drift, max={"last_reconciled_at": s.at})]
+
+
+@_rule(ev.AlertRaised)
+def _alert(s: ev.StoredEvent) -> list[Change]:
+    e = s.event
+    assert isinstance(e, ev.AlertRaised)
+    if not e.subject.startswith("job:"):
+        return []
+    job_id = e.subject.removeprefix("job:")
+    return [Change("job_state", job_id, inc={"alerts": 1}, set={"last_alert": e.message})]
+
+
+def fold(
+    stored: Iterable[ev.StoredEvent], tables: Iterable[str] | None = None
+) -> dict[str, dict[str, Doc]]:
+    """The read models as a pure fold of events: what a fresh replay must produce."""
+    wanted = set(tables) if tables is not None else set(TABLE_PROJECTION)
+    models: dict[str, dict[str, Doc]] = {t: {} for t in wanted}
+    for s in stored:
+        for change in changes(s):
+            if change.table in wanted:
+                docs = models[change.table]
+                docs[change.doc_id] = apply(docs.get(change.doc_id), change)
+    return models

@@ -1,0 +1,118 @@
+"""The one place that wires imagecache together: settings in, a running App out."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pymongo
+from pymongo.database import Database
+
+from actors.broker import Actors, declare, make_broker, start_worker
+from actors.files import LocalFileStore
+from actors.generate import Generator
+from domain.errors import ServiceUnavailable
+from ops.embedded import EmbeddedServer
+from ops.settings import Settings
+from projections.event_log import MongoEventLog
+from projections.projector import Projector
+from projections.readmodels import ReadModels
+
+log = logging.getLogger("imagecache")
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.time()
+
+
+@dataclass
+class App:
+    """Everything a command, the API, a worker or the scheduler uses."""
+
+    settings: Settings
+    client: pymongo.MongoClient[Any]
+    db: Database[Any]
+    events: MongoEventLog
+    read: ReadModels
+    projector: Projector
+    files: LocalFileStore
+    clock: SystemClock
+    actors: Actors
+    generator: Generator
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _workers: list[Any] = field(default_factory=list)
+
+    def start_projector(self) -> None:
+        """Keep the projections caught up in a background thread."""
+        t = threading.Thread(
+            target=self.projector.run_forever, args=(self._stop,), name="projector", daemon=True
+        )
+        t.start()
+        self._threads.append(t)
+
+    def start_worker(self, threads: int | None = None) -> None:
+        """Run generation actors in this process (embedded mode, or beside RabbitMQ workers)."""
+        self._workers.append(
+            start_worker(self.actors.broker, threads or self.settings.worker_threads)
+        )
+
+    def close(self) -> None:
+        self._stop.set()
+        for worker in self._workers:
+            worker.stop()
+        for t in self._threads:
+            t.join(timeout=5)
+        self.actors.broker.close()
+        self.client.close()
+
+
+def connect(uri: str, database: str) -> tuple[pymongo.MongoClient[Any], Database[Any]]:
+    """A client and database, or ServiceUnavailable with what to do."""
+    client: pymongo.MongoClient[Any] = pymongo.MongoClient(
+        uri, serverSelectionTimeoutMS=10_000, tz_aware=False
+    )
+    try:
+        client.admin.command("ping")
+    except pymongo.errors.PyMongoError as exc:
+        client.close()
+        raise ServiceUnavailable(
+            f"MongoDB at {uri} did not answer: {exc}",
+            hint="start it, or unset MONGODB_URI to use the embedded server",
+        ) from exc
+    return client, client[database]
+
+
+@contextlib.contextmanager
+def bootstrap(settings: Settings) -> Iterator[App]:
+    """Start or join the services of `settings` and yield a wired App; stop them on exit."""
+    with contextlib.ExitStack() as stack:
+        uri = settings.mongodb_uri
+        if uri is None:
+            uri = stack.enter_context(EmbeddedServer(settings.data_dir)).uri
+        client, db = connect(uri, settings.database)
+        clock = SystemClock()
+        events = MongoEventLog(db, clock)
+        events.ensure_indexes()
+        read = ReadModels(db)
+        read.ensure_indexes()
+        projector = Projector(events, db, clock, gap_timeout=settings.gap_timeout)
+        files = LocalFileStore()
+        generator = Generator(events, read, files, clock, max_pixels=settings.max_pixels)
+        try:
+            broker = make_broker(settings.rabbitmq_url, confirm_delivery=settings.confirm_delivery)
+        except Exception as exc:
+            client.close()
+            raise ServiceUnavailable(f"RabbitMQ at {settings.rabbitmq_url} failed: {exc}") from exc
+        actors = declare(broker, lambda: generator, settings.queue)
+        app = App(settings, client, db, events, read, projector, files, clock, actors, generator)
+        try:
+            yield app
+        finally:
+            app.close()

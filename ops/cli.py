@@ -1,0 +1,447 @@
+"""The `imagecache` command line. Every list/show command takes --json."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from domain.errors import ImageCacheError, UnknownCollection, UnknownJob
+from domain.projection import PROJECTIONS
+from ops import library, replay
+from ops.bootstrap import App, bootstrap
+from ops.output import emit_json, human_bytes, table
+from ops.settings import Settings
+
+Handler = Callable[[App, argparse.Namespace], int]
+NOT_YET = 2
+
+
+def _not_yet(what: str, issue: str) -> Callable[[argparse.Namespace], int]:
+    def handler(args: argparse.Namespace) -> int:
+        print(f"imagecache {what}: not yet available ({issue})", file=sys.stderr)
+        return NOT_YET
+
+    return handler
+
+
+# -- commands ---------------------------------------------------------------------
+
+
+def cmd_up(app: App, args: argparse.Namespace) -> int:
+    from ops.up import check_paths, run_up
+
+    problems = check_paths(args.paths)
+    if problems:
+        for p in problems:
+            print(f"imagecache up: {p}", file=sys.stderr)
+        return 1
+    if not args.no_serve:
+        _check_port(app.settings.host, args.port)
+    run_up(app, args.paths, as_json=args.json, worker=not args.no_worker)
+    if args.no_serve:
+        return 0
+    return _serve(app, args.port, started=True)
+
+
+def cmd_serve(app: App, args: argparse.Namespace) -> int:
+    _check_port(app.settings.host, args.port)
+    if args.worker:
+        app.start_worker()
+    return _serve(app, args.port, started=False)
+
+
+def _check_port(host: str, port: int) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            raise ImageCacheError(
+                f"port {port} on {host} is in use", hint="choose another with --port"
+            ) from None
+
+
+def _serve(app: App, port: int, *, started: bool) -> int:
+    import uvicorn
+
+    from web.app import create_app
+
+    app.start_projector()
+    print(f"serving on http://{app.settings.host}:{port} (Ctrl-C to stop)", flush=True)
+    uvicorn.run(create_app(app), host=app.settings.host, port=port, log_level="warning")
+    return 0
+
+
+def cmd_worker(app: App, args: argparse.Namespace) -> int:
+    if app.settings.rabbitmq_url is None:
+        raise ImageCacheError(
+            "a worker needs RABBITMQ_URL", hint="set RABBITMQ_URL, or use `imagecache up` alone"
+        )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    app.start_worker(args.threads)
+    print(
+        f"worker {os.getpid()} with {args.threads or app.settings.worker_threads} threads",
+        flush=True,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        stop.wait()
+    return 0
+
+
+def cmd_collections(app: App, args: argparse.Namespace) -> int:
+    if args.action == "add":
+        ids = library.add_collections(app, args.path)
+        app.projector.catch_up()
+        results = library.scan_collections(app, ids)
+        rows = [{"id": r.collection_id, "images": r.images, "added": r.added} for r in results]
+        emit_json(rows) if args.json else table(rows, ["id", "images", "added"])
+    elif args.action == "list":
+        app.projector.catch_up()
+        rows = [_collection_row(c) for c in app.read.collections()]
+        emit_json(rows) if args.json else table(
+            rows, ["id", "name", "source", "images", "unsupported", "path"]
+        )
+    elif args.action == "scan":
+        app.projector.catch_up()
+        ids = args.ids or [c["_id"] for c in app.read.collections()]
+        results = library.scan_collections(app, ids)
+        rows = [r.__dict__ for r in results]
+        emit_json(rows) if args.json else table(
+            rows, ["collection_id", "images", "added", "changed", "removed", "unsupported"]
+        )
+    elif args.action == "images":
+        app.projector.catch_up()
+        if app.read.collection(args.id) is None:
+            raise UnknownCollection(f"no collection {args.id}")
+        image_rows = _image_rows(app, args.id)
+        if args.json:
+            emit_json(image_rows)
+        else:
+            flat = [
+                {
+                    "id": r["id"],
+                    "path": r["path"],
+                    **{k: v["status"] for k, v in r["renditions"].items()},
+                }
+                for r in image_rows
+            ]
+            table(flat, ["id", "path", *app.settings.specs])
+    return 0
+
+
+def _collection_row(c: dict[str, Any]) -> dict[str, Any]:
+    keys = ("name", "source", "images", "unsupported", "path", "last_scan_at")
+    return {"id": c["_id"], **{k: c.get(k) for k in keys}}
+
+
+def _image_rows(app: App, cid: str) -> list[dict[str, Any]]:
+    from domain.planning import SourceImage, is_current
+
+    renditions = app.read.renditions_of(cid)
+    folders = {f["_id"]: f["path"] for f in app.read.folder_docs(include_removed=True)}
+    rows: list[dict[str, Any]] = []
+    for doc in app.read.images_of(cid):
+        if not doc.get("supported", True):
+            rows.append(
+                {"id": doc["_id"], "path": doc["path"], "supported": False, "renditions": {}}
+            )
+            continue
+        image = SourceImage(doc["_id"], doc["path"], doc["size"], doc["mtime"])
+        per_kind: dict[str, Any] = {}
+        for kind, spec in app.settings.specs.items():
+            r = renditions.get((image.image_id, kind))
+            if r is None:
+                per_kind[kind] = {"status": "missing", "file": None}
+                continue
+            status = "current" if is_current(r, spec, image) else "stale"
+            per_kind[kind] = {
+                "status": status,
+                "file": str(Path(folders.get(r["folder_id"], "?")) / r["path"]),
+                "bytes": r["bytes"],
+            }
+        rows.append(
+            {"id": image.image_id, "path": image.path, "supported": True, "renditions": per_kind}
+        )
+    return rows
+
+
+def cmd_folders(app: App, args: argparse.Namespace) -> int:
+    if args.action == "add":
+        fid = library.add_folder(app, args.path, args.capacity, args.priority)
+        app.projector.catch_up()
+        emit_json({"id": fid}) if args.json else print(f"cache folder {fid}: {args.path}")
+        return 0
+    app.projector.catch_up()
+    rows = app.read.folders()
+    if args.json:
+        emit_json(rows)
+        return 0
+    for r in rows:
+        r["size"] = human_bytes(r["bytes"])
+        r["capacity"] = human_bytes(r["capacity_bytes"]) if r["capacity_bytes"] else "disk"
+    cols = ["id", "path", "priority", "files", "size", "capacity", "usage", "collections"]
+    if args.action == "stats":
+        cols += ["near_full", "full", "last_generated_at"]
+    table(rows, cols)
+    return 0
+
+
+def cmd_regenerate(app: App, args: argparse.Namespace) -> int:
+    bulk = library.regenerate(
+        app, args.collection or (), everything=args.all, kind=args.kind, force=args.force
+    )
+    result: dict[str, Any] = {
+        "bulk_id": bulk.bulk_id,
+        "images": bulk.images,
+        "current": bulk.current,
+        "jobs": [j.__dict__ for j in bulk.jobs],
+    }
+    if not args.json:
+        todo = sum(j.to_process for j in bulk.jobs)
+        print(
+            f"bulk {bulk.bulk_id}: {bulk.images} images, {bulk.current} current,"
+            f" {todo} to process, {len(bulk.jobs)} jobs"
+        )
+    if args.wait and bulk.jobs:
+        if app.settings.rabbitmq_url is None:
+            app.start_worker()
+        result["final"] = library.wait_for(app, [j.job_id for j in bulk.jobs])
+    if args.json:
+        emit_json(result)
+    return 0
+
+
+JOB_COLUMNS = [
+    "id",
+    "status",
+    "collection_id",
+    "total",
+    "generated",
+    "skipped",
+    "failed",
+    "percent",
+    "rate",
+    "eta_seconds",
+]
+
+
+def cmd_jobs(app: App, args: argparse.Namespace) -> int:
+    app.projector.catch_up()
+    if args.action == "list":
+        rows, total = app.read.jobs(
+            status=args.status, collection_id=args.collection, limit=args.limit
+        )
+        if args.json:
+            emit_json({"total": total, "jobs": rows})
+        else:
+            table(rows, JOB_COLUMNS)
+        return 0
+    view = app.read.job(args.id)
+    if view is None:
+        raise UnknownJob(f"no job {args.id}")
+    if args.json:
+        emit_json(view)
+    else:
+        for k, v in view.items():
+            print(f"{k:>18}: {v}")
+    return 0
+
+
+def cmd_replay(app: App, args: argparse.Namespace) -> int:
+    if args.action == "rebuild":
+        names = [args.projection] if args.projection else list(PROJECTIONS)
+        position = replay.rebuild(app, names)
+        print(f"rebuilt {', '.join(names)} up to seq {position}")
+    elif args.action == "verify":
+        position, diffs = replay.verify(app)
+        if diffs:
+            print(f"drift at seq {position}: {len(diffs)} differences", file=sys.stderr)
+            for d in diffs[:200]:
+                print(d)
+            return 1
+        print(f"verified: live projections equal a fresh replay of {position} events")
+    elif args.action == "history":
+        records = replay.history(app, job=args.job, image=args.image)
+        if args.json:
+            emit_json(records)
+        else:
+            for r in records:
+                print(f"{r['seq']:>8} {r['type']:<22} {r['stream']:<40} {r['data']}")
+    elif args.action == "at":
+        state = replay.state_at(app, args.seq)
+        if args.json:
+            emit_json(state)
+        else:
+            print(f"state at seq {state['seq']}:")
+            table(state["jobs"], JOB_COLUMNS[:8])
+            table(state["folders"], ["id", "path", "files", "bytes", "usage"])
+    elif args.action == "export":
+        with open(args.file, "wb") as f:
+            n = replay.export(app, f)
+        print(f"exported {n} events to {args.file}")
+    elif args.action == "import":
+        n = replay.import_file(app, Path(args.file))
+        print(f"imported {n} events from {args.file}")
+    return 0
+
+
+# -- parser ---------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="imagecache", description="Cache images and thumbnails for large image libraries."
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def cmd(name: str, handler: Handler | None, help: str, **kw: Any) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, **kw)
+        sp.set_defaults(handler=handler)
+        return sp
+
+    up = cmd("up", cmd_up, "register, scan and generate everything, then serve the API")
+    up.add_argument("paths", nargs="*", help="library folders (none: a demo library)")
+    up.add_argument("--port", type=int, default=None)
+    up.add_argument("--no-serve", action="store_true", help="stop after the summary")
+    up.add_argument(
+        "--no-worker", action="store_true", help="leave generation to `imagecache worker` processes"
+    )
+    up.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+
+    serve = cmd("serve", cmd_serve, "serve the web API and page")
+    serve.add_argument("--port", type=int, default=None)
+    serve.add_argument("--worker", action="store_true", help="also run generation actors here")
+
+    worker = cmd("worker", cmd_worker, "run generation actors on RabbitMQ")
+    worker.add_argument("--threads", type=int, default=None)
+
+    cmd("scheduler", None, "run maintenance on a schedule").set_defaults(
+        plain=_not_yet("scheduler", "issue 4")
+    )
+    for name in ("cleanup", "reconcile"):
+        cmd(name, None, f"{name} cache folders").set_defaults(plain=_not_yet(name, "issue 4"))
+
+    col = cmd("collections", cmd_collections, "register, list and scan collections")
+    csub = col.add_subparsers(dest="action", required=True)
+    add = csub.add_parser("add", help="register a folder or archive (or all under a folder)")
+    add.add_argument("path")
+    csub.add_parser("list", help="list collections")
+    scan = csub.add_parser("scan", help="scan collections for added, changed and removed images")
+    scan.add_argument("ids", nargs="*")
+    images = csub.add_parser("images", help="a collection's images and their renditions")
+    images.add_argument("id")
+    for sp in csub.choices.values():
+        sp.add_argument("--json", action="store_true")
+
+    fol = cmd("folders", cmd_folders, "cache folders and their statistics")
+    fsub = fol.add_subparsers(dest="action", required=True)
+    fadd = fsub.add_parser("add", help="add a cache folder")
+    fadd.add_argument("path")
+    fadd.add_argument(
+        "--capacity", type=int, default=0, help="bytes; 0 means the disk's free space"
+    )
+    fadd.add_argument("--priority", type=int, default=0, help="higher fills first")
+    fsub.add_parser("list")
+    fsub.add_parser("stats")
+    for sp in fsub.choices.values():
+        sp.add_argument("--json", action="store_true")
+
+    reg = cmd("regenerate", cmd_regenerate, "plan and run a bulk (re)generation")
+    reg.add_argument("--collection", action="append", help="collection id (repeatable)")
+    reg.add_argument("--all", action="store_true")
+    reg.add_argument("--kind", choices=["cache", "thumbnail", "both"], default="both")
+    reg.add_argument("--force", action="store_true", help="regenerate even current renditions")
+    reg.add_argument("--wait", action="store_true", help="wait until the jobs finish")
+    reg.add_argument("--json", action="store_true")
+
+    jobs = cmd("jobs", cmd_jobs, "processing jobs")
+    jsub = jobs.add_subparsers(dest="action", required=True)
+    jl = jsub.add_parser("list")
+    jl.add_argument("--status", choices=["queued", "running", "paused", "cancelled", "finished"])
+    jl.add_argument("--collection")
+    jl.add_argument("--limit", type=int, default=100)
+    js = jsub.add_parser("show")
+    js.add_argument("id")
+    for name in ("pause", "resume", "cancel", "retry-failed"):
+        jsub.add_parser(name).add_argument("id")
+    for sp in jsub.choices.values():
+        sp.add_argument("--json", action="store_true")
+
+    rep = cmd("replay", cmd_replay, "rebuild, verify and inspect from the event log")
+    rsub = rep.add_subparsers(dest="action", required=True)
+    rsub.add_parser("rebuild").add_argument("projection", nargs="?", choices=list(PROJECTIONS))
+    rsub.add_parser("verify")
+    hist = rsub.add_parser("history")
+    hist.add_argument("--job")
+    hist.add_argument("--image")
+    hist.add_argument("--json", action="store_true")
+    at = rsub.add_parser("at")
+    at.add_argument("seq", type=int)
+    at.add_argument("--json", action="store_true")
+    rsub.add_parser("export").add_argument("file")
+    rsub.add_parser("import").add_argument("file")
+
+    bench = cmd("bench", None, "benchmarks (see ops/bench)")
+    bench.add_argument("name", choices=["replay", "render", "pipeline", "plan"])
+    bench.add_argument("rest", nargs=argparse.REMAINDER)
+    bench.set_defaults(plain=_bench)
+    return p
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import importlib
+
+    try:
+        module = importlib.import_module(f"ops.bench.{args.name}")
+    except ModuleNotFoundError:
+        print(f"imagecache bench {args.name}: not yet available", file=sys.stderr)
+        return NOT_YET
+    result: int = module.run(list(args.rest))
+    return result
+
+
+def main(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG
+        if args.verbose
+        else logging.INFO
+        if args.command in ("up", "serve", "worker")
+        else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("pika", "dramatiq", "secantus"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if getattr(args, "plain", None):
+        return int(args.plain(args))
+    if args.command == "jobs" and args.action in ("pause", "resume", "cancel", "retry-failed"):
+        return _not_yet(f"jobs {args.action}", "issue 4")(args)
+    try:
+        settings = Settings.from_env(os.environ if env is None else env)
+        if getattr(args, "port", None) is None and hasattr(args, "port"):
+            args.port = settings.port
+        with bootstrap(settings) as app:
+            code: int = args.handler(app, args)
+            return code
+    except ImageCacheError as exc:
+        print(f"imagecache {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

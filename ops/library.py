@@ -1,0 +1,122 @@
+"""Use cases shared by the CLI and the API: roots, collections, folders, bulk operations."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from actors import plan, scan
+from domain import events as ev
+from domain.errors import InvalidInput, UnknownFolder
+from domain.ids import collection_id
+from domain.specs import kinds_from_choice
+from domain.views import job_status
+from ops.bootstrap import App
+
+
+def library_roots(app: App) -> list[str]:
+    """Roots from settings plus those added with `up PATH` (recorded in the log)."""
+    roots = list(app.settings.library_roots)
+    after = 0
+    while batch := app.events.stream("library", after=after):
+        roots.extend(e.event.path for e in batch if isinstance(e.event, ev.LibraryRootAdded))
+        after = batch[-1].seq
+    return roots
+
+
+def add_root(app: App, path: str | Path) -> str:
+    """Allow collections under `path`; refuse what is not a readable folder."""
+    real = Path(path).expanduser()
+    if not real.exists():
+        raise InvalidInput(f"{real} does not exist", hint="give the folder of your library")
+    if not real.is_dir():
+        raise InvalidInput(f"{real} is not a folder", hint="give the folder of your library")
+    try:
+        next(iter(real.iterdir()), None)
+    except PermissionError:
+        raise InvalidInput(f"{real} is not readable", hint="check its permissions") from None
+    resolved = str(real.resolve())
+    app.events.append(ev.LibraryRootAdded(resolved))
+    return resolved
+
+
+def add_collections(app: App, path: str | Path) -> list[str]:
+    """Register the collection at `path` (or every collection under it)."""
+    return scan.register(app.events, path, library_roots(app))
+
+
+def scan_collections(app: App, ids: Sequence[str]) -> list[scan.ScanResult]:
+    """Scan collections; projections are caught up so the next scan compares against this one."""
+    app.projector.catch_up()
+    results = [scan.scan(app.events, app.read, cid) for cid in ids]
+    app.projector.catch_up()
+    return results
+
+
+def folder_id(path: str) -> str:
+    return collection_id(path)
+
+
+def add_folder(app: App, path: str | Path, capacity: int = 0, priority: int = 0) -> str:
+    """Add a cache folder (created if missing); adding the same folder again changes nothing."""
+    real = Path(path).expanduser().absolute()
+    try:
+        real.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidInput(f"cannot create cache folder {real}: {exc.strerror}") from exc
+    if capacity < 0:
+        raise InvalidInput("capacity must be 0 (no limit but the disk) or a number of bytes")
+    fid = folder_id(str(real))
+    app.events.append(ev.CacheFolderAdded(fid, str(real), capacity, priority))
+    return fid
+
+
+def change_folder(app: App, fid: str, capacity: int, priority: int) -> None:
+    if app.read.folder(fid) is None:
+        raise UnknownFolder(f"no cache folder {fid}")
+    app.events.append(ev.CacheFolderChanged(fid, uuid.uuid4().hex, capacity, priority))
+
+
+def ensure_default_folder(app: App) -> None:
+    """With no cache folder configured, use the settings' cache folder."""
+    app.projector.catch_up()
+    if not app.read.folder_docs():
+        add_folder(app, app.settings.cache_dir, app.settings.cache_capacity)
+        app.projector.catch_up()
+
+
+def regenerate(
+    app: App, ids: Sequence[str] = (), *, everything: bool = False, kind: str = "both",
+    force: bool = False,
+) -> plan.BulkResult:  # fmt: skip
+    """Plan and publish a bulk operation over the given collections (or all)."""
+    if not ids and not everything:
+        raise InvalidInput("name collections with --collection ID, or use --all")
+    app.projector.catch_up()
+    return plan.request_bulk(
+        app.events, app.read, app.actors.publish, app.settings.specs,
+        collection_ids=ids, everything=everything, kinds=kinds_from_choice(kind),
+        force=force, batch_size=app.settings.batch_size,
+    )  # fmt: skip
+
+
+def wait_for(
+    app: App, job_ids: Sequence[str], *, drive_projector: bool = True, timeout: float | None = None,
+    progress: Any = None,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Wait until the jobs are finished (or cancelled/paused); return their final views."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        if drive_projector:
+            app.projector.run_once()
+        docs = [app.read.job_doc(j) or {"_id": j, "total": 1} for j in job_ids]
+        if progress is not None:
+            progress(docs)
+        if all(job_status(d) in ("finished", "cancelled", "paused") for d in docs):
+            return [v for j in job_ids if (v := app.read.job(j)) is not None]
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"jobs not finished after {timeout}s")
+        time.sleep(0.1)

@@ -1,0 +1,133 @@
+"""`imagecache up`: the main job. Register, scan, generate everything, summarise, serve."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from domain.views import job_status
+from ops import library
+from ops.bootstrap import App
+from ops.demo import make_demo_library
+from ops.output import emit_json, human_bytes
+
+
+def run_up(app: App, paths: Sequence[str], *, as_json: bool, worker: bool) -> dict[str, Any]:
+    """Everything `up` does before serving; returns the summary."""
+    started = time.monotonic()
+    library.ensure_default_folder(app)
+    if not paths:
+        demo = make_demo_library(app.settings.data_dir / "demo-library")
+        paths = [str(demo)]
+        _say(as_json, f"no library given: using the demo library in {demo}")
+    ids: list[str] = []
+    for path in paths:
+        library.add_root(app, path)
+        ids.extend(library.add_collections(app, path))
+    app.projector.catch_up()
+    ids = list(dict.fromkeys(ids))
+    results = library.scan_collections(app, ids)
+    images = sum(r.images for r in results)
+    _say(as_json, f"{len(ids)} collections, {images} images")
+    if worker:
+        app.start_worker()
+    bulk = library.regenerate(app, ids, kind="both")
+    todo = sum(j.to_process for j in bulk.jobs)
+    _say(as_json, f"{bulk.images} images: {bulk.current} current, {todo} to process")
+    views = library.wait_for(
+        app, [j.job_id for j in bulk.jobs], progress=None if as_json else _progress_bar()
+    )
+    if not as_json and bulk.jobs:
+        sys.stderr.write("\n")
+    kinds = len(app.settings.specs)
+    summary = {
+        "collections": len(ids),
+        "images": images,
+        "generated": sum(v["generated"] for v in views),
+        "skipped": sum(v["skipped"] for v in views) + bulk.current * kinds,
+        "failed": sum(v["failed"] for v in views),
+        "bytes": sum(v["bytes"] for v in views),
+        "seconds": round(time.monotonic() - started, 2),
+        "jobs": len(bulk.jobs),
+        "already_current": bulk.current,
+        "failed_by_class": _merge([v["failed_by_class"] for v in views]),
+    }
+    if as_json:
+        emit_json(summary)
+    else:
+        _print_summary(summary)
+    return summary
+
+
+def _merge(dicts: Sequence[dict[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for d in dicts:
+        for k, v in d.items():
+            out[k] = out.get(k, 0) + v
+    return out
+
+
+def _say(quiet: bool, text: str) -> None:
+    if not quiet:
+        print(text, flush=True)
+
+
+def _progress_bar() -> Any:
+    last = [0.0]
+
+    def show(docs: list[dict[str, Any]]) -> None:
+        now = time.monotonic()
+        if now - last[0] < 0.2:
+            return
+        last[0] = now
+        total = sum(int(d.get("total", 0)) for d in docs) or 1
+        done = sum(int(d.get(k, 0)) for d in docs for k in ("generated", "skipped", "failed"))
+        running = sum(1 for d in docs if job_status(d) == "running")
+        width = 30
+        filled = int(width * done / total)
+        sys.stderr.write(
+            f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} renditions"
+            f" ({100 * done / total:.0f}%), {running} jobs running "
+        )
+        sys.stderr.flush()
+
+    return show
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    print(
+        f"{s['collections']} collections, {s['images']} images: "
+        f"{s['generated']} generated, {s['skipped']} skipped, {s['failed']} failed, "
+        f"{human_bytes(s['bytes'])} written in {s['seconds']:.1f}s"
+    )
+    if s["failed_by_class"]:
+        print(
+            "failures by class: " + ", ".join(f"{k}={v}" for k, v in s["failed_by_class"].items())
+        )
+    if s["generated"] == 0 and s["failed"] == 0:
+        print("everything was already current: nothing to do")
+
+
+def check_paths(paths: Sequence[str]) -> list[str]:
+    """Problems with the given library paths, as messages (empty when all is well)."""
+    problems = []
+    for p in paths:
+        path = Path(p).expanduser()
+        if not path.exists():
+            problems.append(f"{p}: no such folder")
+        elif not path.is_dir():
+            problems.append(f"{p}: not a folder")
+        elif not _readable(path):
+            problems.append(f"{p}: not readable (check its permissions)")
+    return problems
+
+
+def _readable(path: Path) -> bool:
+    try:
+        next(iter(path.iterdir()), None)
+        return True
+    except PermissionError:
+        return False

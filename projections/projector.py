@@ -1,0 +1,235 @@
+"""The projector: applies the log to the read models, exactly once per document.
+
+Reading: events come in `seq` order up to the high-water mark (the end of the
+contiguous run after the checkpoint). A missing `seq` older than
+`gap_timeout` seconds is recorded in `gaps` and passed; if its event commits
+later it is applied through the late path, so no event is lost.
+
+Writing: all changes of a batch to one document are merged into one update
+guarded by the document's `_seq` (the position it reached), so a batch
+applied twice, by a crash between write and checkpoint or by two projectors,
+changes nothing. A late event is guarded by its seq in the document's `_late`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+from pymongo import UpdateOne
+from pymongo.database import Database
+from pymongo.errors import BulkWriteError
+
+from domain.changes import Change
+from domain.events import StoredEvent
+from domain.ports import Clock, EventLog
+from domain.projection import PROJECTIONS, changes
+
+log = logging.getLogger("imagecache.projector")
+
+BOOKKEEPING = ("_seq", "_late")
+
+
+class Projector:
+    """Keeps the named projections caught up with the log, in collections named prefix+table."""
+
+    def __init__(
+        self,
+        events: EventLog,
+        db: Database[Any],
+        clock: Clock,
+        *,
+        projections: Iterable[str] = tuple(PROJECTIONS),
+        prefix: str = "",
+        gap_timeout: float = 5.0,
+        batch: int = 1000,
+    ) -> None:
+        self.names = tuple(projections)
+        unknown = set(self.names) - set(PROJECTIONS)
+        if unknown:
+            raise ValueError(f"unknown projections: {sorted(unknown)}")
+        self.tables = {t for n in self.names for t in PROJECTIONS[n]}
+        self._events = events
+        self._db = db
+        self._clock = clock
+        self._prefix = prefix
+        self._checkpoints = db[prefix + "checkpoints"]
+        self._gaps = db[prefix + "gaps"]
+        self._gap_timeout = gap_timeout
+        self._batch = batch
+        self._gap_seen: dict[int, float] = {}
+
+    # -- positions ----------------------------------------------------------------
+
+    def position(self) -> int:
+        """The lowest checkpoint of this projector's projections."""
+        found = self._checkpoints.find({"_id": {"$in": list(self.names)}})
+        docs = {d["_id"]: int(d["seq"]) for d in found}
+        return min(docs.get(n, 0) for n in self.names)
+
+    def lag(self) -> int:
+        """How many positions the projections are behind the log's head."""
+        return max(self._events.head() - self.position(), 0)
+
+    def _advance(self, seq: int) -> None:
+        for name in self.names:
+            self._checkpoints.update_one({"_id": name}, {"$max": {"seq": seq}}, upsert=True)
+
+    # -- the loop -----------------------------------------------------------------
+
+    def run_once(self, until: int | None = None) -> int:
+        """Apply the next contiguous batch (and any late-filled gaps); return events applied."""
+        applied = self._fill_late_gaps()
+        pos = self.position()
+        limit = self._batch if until is None else min(self._batch, until - pos)
+        if limit <= 0:
+            return applied
+        batch = self._events.read(after=pos, limit=limit)
+        run: list[StoredEvent] = []
+        for s in batch:
+            if s.seq != pos + len(run) + 1:
+                break
+            run.append(s)
+        if run:
+            self._apply(run)
+            self._advance(run[-1].seq)
+            for s in run:
+                self._gap_seen.pop(s.seq, None)
+            return applied + len(run)
+        if batch or self._events.head() > pos:
+            self._maybe_pass_gap(pos + 1)
+        return applied
+
+    def catch_up(self, until: int | None = None, timeout: float | None = None) -> int:
+        """Apply until the position reaches `until` (default: the head now); return the position."""
+        target = self._events.head() if until is None else until
+        deadline = None if timeout is None else self._clock.now() + timeout
+        stop = threading.Event()
+        while self.position() < target:
+            if self.run_once(until=target) == 0:
+                if deadline is not None and self._clock.now() > deadline:
+                    break
+                stop.wait(0.05)
+        return self.position()
+
+    def run_forever(self, stop: threading.Event, idle: float = 0.2) -> None:
+        """Keep caught up until `stop` is set; errors are logged and retried, never fatal."""
+        while not stop.is_set():
+            try:
+                if self.run_once() == 0:
+                    stop.wait(idle)
+            except Exception:
+                log.exception("projector pass failed; retrying")
+                stop.wait(max(idle, 1.0))
+
+    # -- gaps ---------------------------------------------------------------------
+
+    def _maybe_pass_gap(self, seq: int) -> None:
+        now = self._clock.now()
+        first = self._gap_seen.setdefault(seq, now)
+        known = self._gaps.find_one({"_id": seq}, {"_id": 1}) is not None
+        if now - first < self._gap_timeout and not known:
+            return
+        if not known:
+            log.warning(
+                "passing seq %d: not committed after %.1fs; recorded as a gap", seq, now - first
+            )
+        self._gaps.update_one(
+            {"_id": seq},
+            {
+                "$setOnInsert": {"seq": seq, "skipped_at": now},
+                "$addToSet": {"passed_by": {"$each": list(self.names)}},
+            },
+            upsert=True,
+        )
+        self._advance(seq)
+        self._gap_seen.pop(seq, None)
+
+    def _fill_late_gaps(self) -> int:
+        """Apply events that committed after their seq was passed, once per projection."""
+        pending: dict[int, set[str]] = {}
+        for gap in self._gaps.find({"passed_by": {"$in": list(self.names)}}):
+            names = set(gap.get("passed_by", [])) & set(self.names)
+            names -= set(gap.get("filled_for", []))
+            if names:
+                pending[int(gap["_id"])] = names
+        if not pending:
+            return 0
+        found = self._events.seqs(pending)
+        for s in found:
+            names = pending[s.seq]
+            log.warning("seq %d committed after it was passed; applying it late", s.seq)
+            tables = {t for n in names for t in PROJECTIONS[n]}
+            for change in changes(s):
+                if change.table in tables:
+                    self._apply_late(change, s.seq)
+            self._gaps.update_one(
+                {"_id": s.seq}, {"$addToSet": {"filled_for": {"$each": sorted(names)}}}
+            )
+        return len(found)
+
+    # -- writing ------------------------------------------------------------------
+
+    def _changes(self, s: StoredEvent) -> list[Change]:
+        return [c for c in changes(s) if c.table in self.tables]
+
+    def _apply(self, run: list[StoredEvent]) -> None:
+        per_doc: dict[tuple[str, str], list[tuple[int, Change]]] = defaultdict(list)
+        for s in run:
+            for change in self._changes(s):
+                per_doc[(change.table, change.doc_id)].append((s.seq, change))
+        per_table: dict[str, list[tuple[str, list[tuple[int, Change]]]]] = defaultdict(list)
+        for (table, doc_id), items in per_doc.items():
+            per_table[table].append((doc_id, items))
+        for table, docs in per_table.items():
+            self._write_table(table, docs)
+
+    def _write_table(self, table: str, docs: list[tuple[str, list[tuple[int, Change]]]]) -> None:
+        coll = self._db[self._prefix + table]
+        ops = [_guarded(doc_id, items, below=items[0][0]) for doc_id, items in docs]
+        try:
+            coll.bulk_write(ops, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != 11000 for e in errors):
+                raise
+            # These documents already hold some of the batch: apply only what is newer.
+            for err in errors:
+                doc_id, items = docs[err["index"]]
+                current = coll.find_one({"_id": doc_id}, {"_seq": 1})
+                reached = int(current.get("_seq", 0)) if current else 0
+                newer = [(seq, c) for seq, c in items if seq > reached]
+                if newer:
+                    coll.bulk_write([_guarded(doc_id, newer, below=newer[0][0])])
+
+    def _apply_late(self, change: Change, seq: int) -> None:
+        coll = self._db[self._prefix + change.table]
+        update = change.mongo_update()
+        update.setdefault("$push", {})["_late"] = seq
+        update.setdefault("$setOnInsert", {})["_seq"] = 0
+        try:
+            coll.update_one({"_id": change.doc_id, "_late": {"$ne": seq}}, update, upsert=True)
+        except Exception as exc:  # DuplicateKeyError: already applied
+            if getattr(exc, "code", None) != 11000:
+                raise
+
+
+def _guarded(doc_id: str, items: list[tuple[int, Change]], *, below: int) -> UpdateOne:
+    merged = items[0][1]
+    for _, change in items[1:]:
+        merged = merged.then(change)
+    update = merged.mongo_update()
+    update.setdefault("$set", {})["_seq"] = items[-1][0]
+    return UpdateOne({"_id": doc_id, "_seq": {"$lt": below}}, update, upsert=True)
+
+
+def drop(db: Database[Any], names: Iterable[str], prefix: str = "") -> None:
+    """Drop projections' collections and checkpoints so they rebuild from seq 0."""
+    for name in names:
+        for table in PROJECTIONS[name]:
+            db.drop_collection(prefix + table)
+        db[prefix + "checkpoints"].delete_one({"_id": name})
+        db[prefix + "gaps"].update_many({}, {"$pull": {"filled_for": name, "passed_by": name}})

@@ -1,0 +1,143 @@
+"""Queries over the read models. The only place that knows their MongoDB shape."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING
+from pymongo.database import Database
+
+from domain.changes import Doc
+from domain.planning import SourceImage
+from domain.projection import rendition_doc_id
+from domain.views import folder_view, job_status, job_view
+
+
+class ReadModels:
+    """Read access to job_state, folder_stats, renditions, collections and images."""
+
+    def __init__(self, db: Database[Any], prefix: str = "") -> None:
+        self._db = db
+        self._prefix = prefix
+
+    def _c(self, table: str) -> Any:
+        return self._db[self._prefix + table]
+
+    def ensure_indexes(self) -> None:
+        """Indexes the queries below rely on (idempotent)."""
+        self._c("images").create_index("collection_id")
+        self._c("renditions").create_index("collection_id")
+        self._c("renditions").create_index("folder_id")
+        self._c("folder_collections").create_index("folder_id")
+        self._c("job_state").create_index("collection_id")
+        self._c("job_state").create_index("planned_at")
+
+    # -- collections and images ---------------------------------------------------
+
+    def collections(self) -> list[Doc]:
+        return list(self._c("collections").find({}).sort("path", ASCENDING))
+
+    def collection(self, collection_id: str) -> Doc | None:
+        doc: Doc | None = self._c("collections").find_one({"_id": collection_id})
+        return doc
+
+    def images_of(self, collection_id: str, *, include_removed: bool = False) -> list[Doc]:
+        query: Doc = {"collection_id": collection_id}
+        if not include_removed:
+            query["removed"] = False
+        return list(self._c("images").find(query).sort("path", ASCENDING))
+
+    def source_images(self, collection_id: str) -> list[SourceImage]:
+        """The collection's current, readable images, for planning."""
+        return [
+            SourceImage(d["_id"], d["path"], int(d["size"]), float(d["mtime"]))
+            for d in self.images_of(collection_id)
+            if d.get("supported", True)
+        ]
+
+    # -- renditions ---------------------------------------------------------------
+
+    def renditions_of(self, collection_id: str) -> dict[tuple[str, str], Doc]:
+        docs = self._c("renditions").find({"collection_id": collection_id, "deleted": False})
+        return {(d["image_id"], d["kind"]): d for d in docs}
+
+    def renditions_for(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Doc]:
+        ids = [rendition_doc_id(i, k) for i, k in keys]
+        docs = self._c("renditions").find({"_id": {"$in": ids}, "deleted": False})
+        return {(d["image_id"], d["kind"]): d for d in docs}
+
+    def rendition(self, image_id: str, kind: str) -> Doc | None:
+        doc: Doc | None = self._c("renditions").find_one(
+            {"_id": rendition_doc_id(image_id, kind), "deleted": False}
+        )
+        return doc
+
+    def renditions_in(self, folder_id: str) -> Iterator[Doc]:
+        return iter(self._c("renditions").find({"folder_id": folder_id, "deleted": False}))
+
+    # -- folders ------------------------------------------------------------------
+
+    def folder_docs(self, *, include_removed: bool = False) -> list[Doc]:
+        query: Doc = {} if include_removed else {"removed": False}
+        return list(self._c("folder_stats").find(query).sort("priority", DESCENDING))
+
+    def folder_collections(self, folder_id: str) -> int:
+        return int(
+            self._c("folder_collections").count_documents(
+                {"folder_id": folder_id, "files": {"$gt": 0}}
+            )
+        )
+
+    def folders(self, *, include_removed: bool = False) -> list[dict[str, Any]]:
+        """Each folder's statistics as a user sees them."""
+        return [
+            folder_view(d, self.folder_collections(d["_id"]))
+            for d in self.folder_docs(include_removed=include_removed)
+        ]
+
+    def folder(self, folder_id: str) -> dict[str, Any] | None:
+        doc = self._c("folder_stats").find_one({"_id": folder_id})
+        return folder_view(doc, self.folder_collections(folder_id)) if doc else None
+
+    # -- jobs ---------------------------------------------------------------------
+
+    def job_doc(self, job_id: str) -> Doc | None:
+        doc: Doc | None = self._c("job_state").find_one({"_id": job_id})
+        return doc
+
+    def job(self, job_id: str) -> dict[str, Any] | None:
+        doc = self.job_doc(job_id)
+        return job_view(doc) if doc and "total" in doc else None
+
+    def jobs(
+        self,
+        *,
+        status: str | None = None,
+        collection_id: str | None = None,
+        bulk_id: str | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Jobs newest first, filtered; returns (page, total matching)."""
+        query: Doc = {"total": {"$exists": True}}
+        if collection_id:
+            query["collection_id"] = collection_id
+        if bulk_id:
+            query["bulk_id"] = bulk_id
+        cursor = self._c("job_state").find(query).sort("planned_at", DESCENDING)
+        if status is None:
+            total = int(self._c("job_state").count_documents(query))
+            return [job_view(d) for d in cursor.skip(offset).limit(limit)], total
+        # Status is derived, so it is filtered here rather than in the query.
+        matching = [d for d in cursor if job_status(d) == status]
+        return [job_view(d) for d in matching[offset : offset + limit]], len(matching)
+
+    def unfinished_jobs(self) -> list[Doc]:
+        """Jobs that are neither finished, paused nor cancelled."""
+        docs = self._c("job_state").find({"total": {"$exists": True}, "cancelled": {"$ne": True}})
+        return [d for d in docs if job_status(d) in ("queued", "running")]
+
+    def table(self, table: str) -> Iterator[Doc]:
+        """Every document of a read-model table, by _id (for verify and export)."""
+        return iter(self._c(table).find({}).sort("_id", ASCENDING))
