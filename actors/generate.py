@@ -10,12 +10,12 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from actors.render import Rendered, render
-from actors.sources import open_member
+from actors.pool import render_member
+from actors.render import Rendered
 from domain import events as ev
 from domain.errors import NoSpace, RenderError, TransientIOError
 from domain.ids import rendition_relpath
@@ -27,6 +27,7 @@ from projections.readmodels import ReadModels
 log = logging.getLogger("imagecache.generate")
 
 HEARTBEAT_SECONDS = 30
+Renderer = Callable[[str, str, str, Sequence[RenditionSpec], int], list[Rendered]]
 
 
 @dataclass
@@ -38,6 +39,7 @@ class Generator:
     files: FileStore
     clock: Clock
     max_pixels: int = 100_000_000
+    renderer: Renderer = render_member
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     _beats: dict[str, int] = field(default_factory=dict)
 
@@ -101,8 +103,9 @@ class Generator:
             return outcomes
         started = time.perf_counter()
         try:
-            with open_member(message["path"], message["source"], image.path) as source:
-                rendered = render(source, todo, max_pixels=self.max_pixels)
+            rendered = self.renderer(
+                message["path"], message["source"], image.path, todo, self.max_pixels
+            )
             ms = int((time.perf_counter() - started) * 1000)
             for spec, out in zip(todo, rendered, strict=True):
                 outcomes.append(self._store(job_id, cid, image, spec, out, ms, folders))

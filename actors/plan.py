@@ -97,8 +97,8 @@ def request_bulk(
     total_images = total_current = 0
     for collection in collections:
         cid = collection["_id"]
-        images = read.source_images(cid)
-        plan = plan_images(images, wanted, read.renditions_of(cid), force=force)
+        images, current = read.plan_inputs(cid)
+        plan = plan_images(images, wanted, current, force=force)
         total_images += len(images)
         total_current += plan.current
         log.info(

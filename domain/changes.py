@@ -27,27 +27,48 @@ class Change:
     on_insert: dict[str, Any] = field(default_factory=dict)
 
     def then(self, later: Change) -> Change:
-        """One change with the effect of self followed by `later` (same document)."""
-        out = Change(self.table, self.doc_id)
-        out.inc = dict(self.inc)
+        """One change with the effect of self followed by `later` (same document).
+
+        Each field stays under one operator, as MongoDB requires. Raises ValueError
+        for the pairs no single update can express (an increment and a bound of the
+        same field, a non-zero insert default then an increment, a default then a bound).
+        """
+        out = Change(
+            self.table,
+            self.doc_id,
+            dict(self.inc),
+            dict(self.set),
+            dict(self.max),
+            dict(self.min),
+            dict(self.on_insert),
+        )
+        # `later.on_insert` is dropped: the document exists once self has been applied.
+        for k, v in later.set.items():
+            for ops in (out.inc, out.max, out.min, out.on_insert):
+                ops.pop(k, None)
+            out.set[k] = v
         for k, v in later.inc.items():
-            out.inc[k] = out.inc.get(k, 0) + v
-        out.set = {**self.set, **later.set}
-        out.max = dict(self.max)
-        for k, v in later.max.items():
-            out.max[k] = v if k not in out.max else max(out.max[k], v)
-        out.min = dict(self.min)
-        for k, v in later.min.items():
-            out.min[k] = v if k not in out.min else min(out.min[k], v)
-        out.on_insert = {**later.on_insert, **self.on_insert}
-        # A field set later wins over earlier increments or bounds of the same field.
-        for k in later.set:
-            out.inc.pop(k, None)
-            out.max.pop(k, None)
-            out.min.pop(k, None)
-        for k in list(out.on_insert):
-            if k in out.set or k in out.inc:
-                del out.on_insert[k]
+            if k in out.set:
+                out.set[k] = out.set[k] + v
+            elif k in out.inc:
+                out.inc[k] = out.inc[k] + v
+            elif out.on_insert.get(k, 0) == 0 and k not in out.max and k not in out.min:
+                # $inc of a missing field starts from 0, so a default of 0 adds nothing.
+                out.on_insert.pop(k, None)
+                out.inc[k] = v
+            else:
+                raise _unmergeable(k, "inc")
+        for bound, pick in (("max", max), ("min", min)):
+            for k, v in getattr(later, bound).items():
+                mine = getattr(out, bound)
+                if k in out.set:
+                    out.set[k] = pick(out.set[k], v)
+                elif k in mine:
+                    mine[k] = pick(mine[k], v)
+                elif k in out.inc or k in out.on_insert or k in out.max or k in out.min:
+                    raise _unmergeable(k, bound)
+                else:
+                    mine[k] = v
         return out
 
     def mongo_update(self) -> Doc:
@@ -63,6 +84,10 @@ class Change:
             if values:
                 update[op] = dict(values)
         return update
+
+
+def _unmergeable(name: str, op: str) -> ValueError:
+    return ValueError(f"field {name!r}: a later ${op} cannot join the earlier update of it")
 
 
 def _parent(doc: Doc, path: str) -> tuple[Doc, str]:

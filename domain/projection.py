@@ -210,7 +210,13 @@ def _generated(s: ev.StoredEvent) -> list[Change]:
             set={"folder_id": e.folder_id, "collection_id": e.collection_id},
         ),
         Change("renditions", rendition_doc_id(e.image_id, e.kind), set=rendition),
+        # What planning needs, on the image itself: one read per image, not one per rendition.
+        Change("images", e.image_id, set={f"r.{e.kind}": _currency(e)}),
     ]
+
+
+def _currency(e: ev.RenditionGenerated) -> dict[str, object]:
+    return {"spec_hash": e.spec_hash, "source_size": e.source_size, "source_mtime": e.source_mtime}
 
 
 @_rule(ev.RenditionSkipped)
@@ -248,6 +254,7 @@ def _deleted(s: ev.StoredEvent) -> list[Change]:
     if e.was_current:
         doc = rendition_doc_id(e.image_id, e.kind)
         out.append(Change("renditions", doc, set={"deleted": True, "deleted_reason": e.reason}))
+        out.append(Change("images", e.image_id, set={f"r.{e.kind}": None}))
     return out
 
 

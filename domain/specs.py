@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import asdict, dataclass
@@ -37,7 +38,7 @@ class RenditionSpec:
     def extension(self) -> str:
         return FORMATS[self.format]
 
-    @property
+    @functools.cached_property
     def hash(self) -> str:
         """A short stable hash: any change of the spec makes stored outcomes stale."""
         canon = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))

@@ -48,6 +48,7 @@ class App:
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
     _workers: list[Any] = field(default_factory=list)
+    _pool: Any = None
 
     def start_projector(self) -> None:
         """Keep the projections caught up in a background thread."""
@@ -58,7 +59,16 @@ class App:
         self._threads.append(t)
 
     def start_worker(self, threads: int | None = None) -> None:
-        """Run generation actors in this process (embedded mode, or beside RabbitMQ workers)."""
+        """Run generation actors in this process; in embedded mode render on every core."""
+        if threads is None and self.settings.rabbitmq_url is None and self._pool is None:
+            processes = self.settings.worker_processes
+            if processes > 1:
+                from actors.pool import PoolRenderer
+
+                self._pool = PoolRenderer(processes)
+                self.generator.renderer = self._pool
+            # Threads do the I/O while the pool renders: two per process keep it busy.
+            threads = 2 * processes
         self._workers.append(
             start_worker(self.actors.broker, threads or self.settings.worker_threads)
         )
@@ -69,6 +79,8 @@ class App:
             worker.stop()
         for t in self._threads:
             t.join(timeout=5)
+        if self._pool is not None:
+            self._pool.close()
         self.actors.broker.close()
         self.client.close()
 

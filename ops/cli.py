@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import signal
@@ -15,7 +14,7 @@ from typing import Any
 
 from domain.errors import ImageCacheError, UnknownCollection, UnknownJob
 from domain.projection import PROJECTIONS
-from ops import library, replay
+from ops import control, library, replay
 from ops.bootstrap import App, bootstrap
 from ops.output import emit_json, human_bytes, table
 from ops.settings import Settings
@@ -88,15 +87,19 @@ def cmd_worker(app: App, args: argparse.Namespace) -> int:
             "a worker needs RABBITMQ_URL", hint="set RABBITMQ_URL, or use `imagecache up` alone"
         )
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    app.start_worker(args.threads)
-    print(
-        f"worker {os.getpid()} with {args.threads or app.settings.worker_threads} threads",
-        flush=True,
-    )
-    with contextlib.suppress(KeyboardInterrupt):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    threads = args.threads or app.settings.worker_threads
+    processes = args.processes or app.settings.worker_processes
+    if args.child or processes == 1:
+        app.start_worker(threads)
+        print(f"worker process {os.getpid()} with {threads} threads", flush=True)
         stop.wait()
-    return 0
+        return 0
+    from ops.workers import supervise
+
+    print(f"worker: {processes} processes x {threads} threads", flush=True)
+    return supervise(processes, threads, stop)
 
 
 def cmd_collections(app: App, args: argparse.Namespace) -> int:
@@ -238,6 +241,19 @@ JOB_COLUMNS = [
 
 def cmd_jobs(app: App, args: argparse.Namespace) -> int:
     app.projector.catch_up()
+    if args.action in ("pause", "resume", "cancel", "retry-failed"):
+        act: Callable[[App, str], dict[str, Any]] = {
+            "pause": control.pause,
+            "resume": control.resume,
+            "cancel": control.cancel,
+            "retry-failed": control.retry_failed,
+        }[args.action]
+        changed = act(app, args.id)
+        if args.json:
+            emit_json(changed)
+        else:
+            print(f"job {changed['id']}: {changed['status']}, {changed['remaining']} remaining")
+        return 0
     if args.action == "list":
         rows, total = app.read.jobs(
             status=args.status, collection_id=args.collection, limit=args.limit
@@ -325,7 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--worker", action="store_true", help="also run generation actors here")
 
     worker = cmd("worker", cmd_worker, "run generation actors on RabbitMQ")
-    worker.add_argument("--threads", type=int, default=None)
+    worker.add_argument("--processes", type=int, default=None, help="default: CPU count")
+    worker.add_argument("--threads", type=int, default=None, help="per process")
+    worker.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
 
     cmd("scheduler", None, "run maintenance on a schedule").set_defaults(
         plain=_not_yet("scheduler", "issue 4")
@@ -427,8 +445,6 @@ def main(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) -
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if getattr(args, "plain", None):
         return int(args.plain(args))
-    if args.command == "jobs" and args.action in ("pause", "resume", "cancel", "retry-failed"):
-        return _not_yet(f"jobs {args.action}", "issue 4")(args)
     try:
         settings = Settings.from_env(os.environ if env is None else env)
         if getattr(args, "port", None) is None and hasattr(args, "port"):

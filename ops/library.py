@@ -120,3 +120,109 @@ def wait_for(
         if deadline is not None and time.monotonic() > deadline:
             raise TimeoutError(f"jobs not finished after {timeout}s")
         time.sleep(0.1)
+
+
+# -- used by the web API ------------------------------------------------------------
+
+
+class FolderInUse(InvalidInput):
+    """A cache folder still holds renditions, so removing it would lose them."""
+
+    hint = "move or clean up its files first (cleanup, or lower its capacity), then remove it"
+
+
+def remove_folder(app: App, fid: str) -> dict[str, Any]:
+    """Retire a cache folder that holds no files; refuse (FolderInUse) while it holds any."""
+    app.projector.catch_up()
+    view = app.read.folder(fid)
+    if view is None:
+        raise UnknownFolder(f"no cache folder {fid}")
+    if view["files"] > 0:
+        raise FolderInUse(
+            f"cache folder {fid} still holds {view['files']} files"
+            f" of {view['collections']} collections"
+        )
+    app.events.append(ev.CacheFolderRemoved(fid))
+    app.projector.catch_up()
+    return app.read.folder(fid) or view
+
+
+def job_failures(
+    app: App, job_id: str, *, error_class: str | None = None, offset: int = 0, limit: int = 100
+) -> dict[str, Any]:
+    """A job's failed outcomes (oldest first), optionally of one class, with image paths."""
+    from domain.errors import UnknownJob
+
+    view = app.read.job(job_id)
+    if view is None:
+        raise UnknownJob(f"no job {job_id}")
+    failed: list[ev.RenditionFailed] = []
+    after = 0
+    while batch := app.events.stream(f"job:{job_id}", after=after, limit=10_000):
+        failed.extend(
+            s.event
+            for s in batch
+            if isinstance(s.event, ev.RenditionFailed)
+            and (error_class is None or s.event.error_class == error_class)
+        )
+        after = batch[-1].seq
+    page = failed[offset : offset + limit]
+    images = app.read.images_by_ids({f.image_id for f in page})
+    rows = [
+        {
+            "image_id": f.image_id,
+            "path": images.get(f.image_id, {}).get("path"),
+            "kind": f.kind,
+            "error_class": f.error_class,
+            "message": f.message,
+            "attempts": f.attempts,
+        }
+        for f in page
+    ]
+    return {
+        "job_id": job_id,
+        "failed_by_class": view["failed_by_class"],
+        "total": len(failed),
+        "offset": offset,
+        "limit": limit,
+        "failures": rows,
+    }
+
+
+def collection_images(
+    app: App, cid: str, *, offset: int = 0, limit: int = 100
+) -> tuple[list[dict[str, Any]], int]:
+    """A page of a collection's images, each rendition with its status; (rows, total)."""
+    from domain.errors import UnknownCollection
+    from domain.planning import SourceImage, is_current
+
+    if app.read.collection(cid) is None:
+        raise UnknownCollection(f"no collection {cid}")
+    docs, total = app.read.images_page(cid, offset, limit)
+    specs = app.settings.specs
+    renditions = app.read.renditions_for(
+        (d["_id"], k) for d in docs if d.get("supported", True) for k in specs
+    )
+    rows: list[dict[str, Any]] = []
+    for doc in docs:
+        row: dict[str, Any] = {
+            "id": doc["_id"],
+            "path": doc["path"],
+            "supported": bool(doc.get("supported", True)),
+            "renditions": {},
+        }
+        if row["supported"]:
+            image = SourceImage(doc["_id"], doc["path"], int(doc["size"]), float(doc["mtime"]))
+            for kind, spec in specs.items():
+                r = renditions.get((image.image_id, kind))
+                if r is None:
+                    row["renditions"][kind] = {"status": "missing"}
+                    continue
+                row["renditions"][kind] = {
+                    "status": "current" if is_current(r, spec, image) else "stale",
+                    "bytes": int(r["bytes"]),
+                    "width": int(r.get("width", 0)),
+                    "height": int(r.get("height", 0)),
+                }
+        rows.append(row)
+    return rows, total

@@ -50,14 +50,19 @@ class MongoEventLog:
 
     def _reserve(self, count: int) -> int:
         """Reserve `count` positions; return the first."""
-        doc = self._counters.find_one_and_update(
-            {"_id": COUNTER_ID},
-            {"$inc": {"n": count}},
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
-        )
-        assert doc is not None  # upsert with return_document=AFTER always returns it
-        return int(doc["n"]) - count + 1
+        for _ in range(2):
+            doc = self._counters.find_one_and_update(
+                {"_id": COUNTER_ID}, {"$inc": {"n": count}}, return_document=ReturnDocument.AFTER
+            )
+            if doc is not None:
+                return int(doc["n"]) - count + 1
+            # The first append creates the counter apart from the increment: when appenders
+            # race, an upsert that increments can apply and still answer None (SecantusDB).
+            with contextlib.suppress(DuplicateKeyError):
+                self._counters.update_one(
+                    {"_id": COUNTER_ID}, {"$setOnInsert": {"n": 0}}, upsert=True
+                )
+        raise LogError("the seq counter could not be created")
 
     def _void(self, seq: int) -> None:
         marker = SeqVoided(seq)
@@ -119,8 +124,9 @@ class MongoEventLog:
         return [_load(d) for d in cursor]
 
     def seqs(self, wanted: Iterable[int]) -> list[StoredEvent]:
-        cursor = self._events.find({"seq": {"$in": list(wanted)}}).sort("seq", ASCENDING)
-        return [_load(d) for d in cursor]
+        # Sorted here: SecantusDB 0.7.0b3 returns an indexed `$in` in list order despite .sort().
+        found = [_load(d) for d in self._events.find({"seq": {"$in": sorted(set(wanted))}})]
+        return sorted(found, key=lambda s: s.seq)
 
     def of_image(self, image_id: str, limit: int = 1000) -> list[StoredEvent]:
         """Outcome and deletion events of one image, ascending."""

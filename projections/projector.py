@@ -94,7 +94,7 @@ class Projector:
                 break
             run.append(s)
         if run:
-            self._apply(run)
+            self._apply(run, self._passed(run[0].seq, run[-1].seq))
             self._advance(run[-1].seq)
             for s in run:
                 self._gap_seen.pop(s.seq, None)
@@ -173,13 +173,23 @@ class Projector:
 
     # -- writing ------------------------------------------------------------------
 
-    def _changes(self, s: StoredEvent) -> list[Change]:
-        return [c for c in changes(s) if c.table in self.tables]
+    def _passed(self, first: int, last: int) -> dict[int, set[str]]:
+        """Seqs in [first, last] already recorded as passed gaps, with the projections that did.
 
-    def _apply(self, run: list[StoredEvent]) -> None:
+        Only the late path applies those: a crash between recording a gap and moving the
+        checkpoint would otherwise apply a late event twice, in order and late.
+        """
+        query = {"_id": {"$gte": first, "$lte": last}, "passed_by": {"$in": list(self.names)}}
+        return {int(g["_id"]): set(g["passed_by"]) for g in self._gaps.find(query)}
+
+    def _changes(self, s: StoredEvent, skip: Iterable[str] = ()) -> list[Change]:
+        tables = self.tables - {t for n in skip if n in PROJECTIONS for t in PROJECTIONS[n]}
+        return [c for c in changes(s) if c.table in tables]
+
+    def _apply(self, run: list[StoredEvent], passed: dict[int, set[str]]) -> None:
         per_doc: dict[tuple[str, str], list[tuple[int, Change]]] = defaultdict(list)
         for s in run:
-            for change in self._changes(s):
+            for change in self._changes(s, passed.get(s.seq, ())):
                 per_doc[(change.table, change.doc_id)].append((s.seq, change))
         per_table: dict[str, list[tuple[str, list[tuple[int, Change]]]]] = defaultdict(list)
         for (table, doc_id), items in per_doc.items():

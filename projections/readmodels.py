@@ -48,6 +48,21 @@ class ReadModels:
             query["removed"] = False
         return list(self._c("images").find(query).sort("path", ASCENDING))
 
+    def plan_inputs(
+        self, collection_id: str
+    ) -> tuple[list[SourceImage], dict[tuple[str, str], Doc]]:
+        """A collection's readable images and their current renditions, in one query."""
+        images: list[SourceImage] = []
+        current: dict[tuple[str, str], Doc] = {}
+        query = {"collection_id": collection_id, "removed": False, "supported": True}
+        for d in self._c("images").find(query):
+            images.append(SourceImage(d["_id"], d["path"], int(d["size"]), float(d["mtime"])))
+            for kind, rendition in (d.get("r") or {}).items():
+                if rendition:
+                    current[(d["_id"], kind)] = rendition
+        images.sort(key=lambda i: i.path)
+        return images, current
+
     def source_images(self, collection_id: str) -> list[SourceImage]:
         """The collection's current, readable images, for planning."""
         return [
@@ -141,3 +156,52 @@ class ReadModels:
     def table(self, table: str) -> Iterator[Doc]:
         """Every document of a read-model table, by _id (for verify and export)."""
         return iter(self._c(table).find({}).sort("_id", ASCENDING))
+
+    # -- web queries (pages, counts, metrics) ---------------------------------------
+
+    def ensure_web_indexes(self) -> None:
+        """Indexes for the API's paged lists (idempotent)."""
+        self._c("images").create_index([("collection_id", ASCENDING), ("path", ASCENDING)])
+
+    def collections_page(self, offset: int, limit: int) -> tuple[list[Doc], int]:
+        """Collections by path; returns (page, total)."""
+        total = int(self._c("collections").count_documents({}))
+        cursor = self._c("collections").find({}).sort("path", ASCENDING).skip(offset).limit(limit)
+        return list(cursor), total
+
+    def images_page(self, collection_id: str, offset: int, limit: int) -> tuple[list[Doc], int]:
+        """A collection's current images by path (unsupported ones included); (page, total)."""
+        query: Doc = {"collection_id": collection_id, "removed": False}
+        total = int(self._c("images").count_documents(query))
+        cursor = self._c("images").find(query).sort("path", ASCENDING).skip(offset).limit(limit)
+        return list(cursor), total
+
+    def image(self, image_id: str) -> Doc | None:
+        doc: Doc | None = self._c("images").find_one({"_id": image_id})
+        return doc
+
+    def images_by_ids(self, ids: Iterable[str]) -> dict[str, Doc]:
+        return {d["_id"]: d for d in self._c("images").find({"_id": {"$in": list(ids)}})}
+
+    def rendition_counts(self, collection_id: str, kinds: Iterable[str]) -> dict[str, int]:
+        """How many renditions of each kind a collection has (current or stale, not deleted)."""
+        return {
+            k: int(
+                self._c("renditions").count_documents(
+                    {"collection_id": collection_id, "kind": k, "deleted": False}
+                )
+            )
+            for k in kinds
+        }
+
+    def folder_path(self, folder_id: str) -> str | None:
+        doc = self._c("folder_stats").find_one({"_id": folder_id}, {"path": 1})
+        return str(doc["path"]) if doc and doc.get("path") else None
+
+    def job_counters(self) -> Iterator[Doc]:
+        """Every job's counters (no planned-image data), for metrics."""
+        fields = ("total", "generated", "skipped", "failed", "bytes", "paused", "cancelled",
+                  "heartbeat_at", "by_kind", "failed_by_class")  # fmt: skip
+        return iter(
+            self._c("job_state").find({"total": {"$exists": True}}, dict.fromkeys(fields, 1))
+        )

@@ -1,0 +1,70 @@
+"""Rendering on every core: a process pool behind in-process actors (embedded mode).
+
+Actor threads do the I/O (reading messages, writing files, appending events);
+the CPU work of decoding, resizing and encoding runs in worker processes, so
+one Python process is not held to one core by the GIL.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from actors.render import Rendered, render
+from actors.sources import open_member
+from domain.errors import TransientIOError
+from domain.specs import RenditionSpec
+
+log = logging.getLogger("imagecache.pool")
+
+
+def render_member(
+    collection_path: str, source: str, member: str, specs: Sequence[RenditionSpec], max_pixels: int
+) -> list[Rendered]:
+    """Open one image of a collection and render it (in this thread)."""
+    with open_member(collection_path, source, member) as fp:
+        return render(fp, specs, max_pixels=max_pixels)
+
+
+def _warm() -> None:
+    from PIL import Image
+
+    Image.init()  # load every plugin once, before threads or tasks race to do it lazily
+
+
+class PoolRenderer:
+    """Renders in a pool of `processes` worker processes; a crashed pool is replaced."""
+
+    def __init__(self, processes: int) -> None:
+        self._processes = processes
+        self._lock = threading.Lock()
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        # forkserver: children start clean, without the parent's threads and connections.
+        context = multiprocessing.get_context("forkserver")
+        return ProcessPoolExecutor(self._processes, mp_context=context, initializer=_warm)
+
+    def __call__(
+        self, collection_path: str, source: str, member: str,
+        specs: Sequence[RenditionSpec], max_pixels: int,
+    ) -> list[Rendered]:  # fmt: skip
+        pool = self._pool
+        try:
+            future = pool.submit(
+                render_member, collection_path, source, member, list(specs), max_pixels
+            )
+            return future.result()
+        except BrokenProcessPool as exc:
+            with self._lock:
+                if self._pool is pool:
+                    log.error("a render process died (on %s?); starting a new pool", member)
+                    self._pool = self._new_pool()
+            raise TransientIOError(f"the render process died while rendering {member}") from exc
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,1 @@
+"""Benchmarks run by `imagecache bench NAME` (each module offers `run(argv) -> int`)."""

@@ -1,0 +1,140 @@
+"""`imagecache bench plan`: plan and publish over a large library, without scanning.
+
+Two figures, each with its target from the issue: a library of --images
+images (default 100,000) of which 90% are current, and --uncached images
+(default 10,000) with nothing generated yet. The library is built by folding
+synthetic events (the same rules the projector applies) and inserting the
+resulting read models, so only planning and publishing are timed. Publishing
+goes to RabbitMQ when RABBITMQ_URL is set, else to the in-process broker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+import uuid
+from typing import Any
+
+from pymongo.database import Database
+
+from actors.broker import declare, make_broker
+from actors.plan import request_bulk
+from domain import events as ev
+from domain.events import StoredEvent, stored
+from domain.projection import fold
+from domain.specs import DEFAULT_SPECS
+from ops.bench.common import report, scratch_db
+from projections.event_log import MongoEventLog
+from projections.readmodels import ReadModels
+
+
+class _Clock:
+    def now(self) -> float:
+        return time.time()
+
+
+def _library(images: int, per_collection: int, current: float) -> list[StoredEvent]:
+    out: list[StoredEvent] = []
+
+    def add(e: ev.Event) -> None:
+        out.append(stored(e, len(out) + 1, 1.7e9 + len(out)))
+
+    add(ev.CacheFolderAdded("f0", "/bench/cache", 0, 0))
+    for c in range(max(images // per_collection, 1)):
+        cid = f"{c:016x}"
+        add(ev.CollectionRegistered(cid, f"/bench/lib/c{c}", "/bench/lib", "folder", f"c{c}"))
+        rows: list[list[Any]] = [
+            [uuid.uuid4().hex, f"{i:06}.jpg", 2_000_000 + i, 1.6e9] for i in range(per_collection)
+        ]
+        add(ev.CollectionScanned(cid, uuid.uuid4().hex, 0, 1, added=rows))
+        for row in rows[: int(per_collection * current)]:
+            for spec in DEFAULT_SPECS.values():
+                add(
+                    ev.RenditionGenerated(
+                        "bench", row[0], cid, spec.kind, folder_id="f0", path="x", bytes=1,
+                        width=1, height=1, ms=1, spec_hash=spec.hash,
+                        source_size=row[2], source_mtime=row[3],
+                    )
+                )  # fmt: skip
+    return out
+
+
+def _load(db: Database[Any], events: list[StoredEvent]) -> None:
+    for table, docs in fold(events).items():
+        if docs:
+            db[table].insert_many(list(docs.values()))
+    ReadModels(db).ensure_indexes()
+
+
+def _measure(db: Database[Any], rabbitmq_url: str | None, batch: int) -> dict[str, float]:
+    log = MongoEventLog(db, _Clock())
+    log.ensure_indexes()
+    broker = make_broker(rabbitmq_url)
+    queue = f"bench-plan-{uuid.uuid4().hex[:8]}"
+    actors = declare(broker, lambda: None, queue)  # type: ignore[arg-type,return-value]
+    sent = [0]
+
+    def publish(messages: list[dict[str, Any]]) -> None:
+        actors.publish(messages)
+        sent[0] += len(messages)
+
+    started = time.perf_counter()
+    bulk = request_bulk(
+        log, ReadModels(db), publish, DEFAULT_SPECS, everything=True, batch_size=batch
+    )
+    seconds = time.perf_counter() - started
+    if rabbitmq_url:
+        broker.channel.queue_delete(queue)  # type: ignore[attr-defined]
+    broker.close()
+    return {
+        "seconds": seconds,
+        "images": bulk.images,
+        "to_process": sum(j.to_process for j in bulk.jobs),
+        "messages": sent[0],
+        "messages_per_s": sent[0] / seconds if seconds else 0.0,
+    }
+
+
+def run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="imagecache bench plan")
+    parser.add_argument("--images", type=int, default=100_000)
+    parser.add_argument("--uncached", type=int, default=10_000)
+    parser.add_argument("--per-collection", type=int, default=1_000)
+    parser.add_argument("--batch", type=int, default=8, help="images per message")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    rabbitmq_url = os.environ.get("RABBITMQ_URL") or None
+    with scratch_db() as db:
+        _load(db, _library(args.images, args.per_collection, 0.9))
+        big = _measure(db, rabbitmq_url, args.batch)
+    with scratch_db() as db:
+        _load(db, _library(args.uncached, args.per_collection, 0.0))
+        fresh = _measure(db, rabbitmq_url, args.batch)
+    figures = {
+        "broker": "rabbitmq" if rabbitmq_url else "in-process",
+        "library_images": big["images"],
+        "library_to_process": big["to_process"],
+        "library_seconds": round(big["seconds"], 3),
+        "library_messages_per_s": round(big["messages_per_s"]),
+        "uncached_images": fresh["images"],
+        "uncached_seconds": round(fresh["seconds"], 3),
+        "uncached_messages_per_s": round(fresh["messages_per_s"]),
+    }
+    rows = [
+        ("broker", str(figures["broker"]), ""),
+        (
+            f"plan+publish {big['images']:,} (90% current)",
+            f"{big['seconds']:.2f} s",
+            "target <= 5 s",
+        ),
+        ("  messages/s", f"{big['messages_per_s']:,.0f}", f"{big['messages']:,} messages"),
+        (
+            f"plan+publish {fresh['images']:,} uncached",
+            f"{fresh['seconds']:.2f} s",
+            "target <= 2 s",
+        ),
+        ("  messages/s", f"{fresh['messages_per_s']:,.0f}", f"{fresh['messages']:,} messages"),
+    ]
+    report(rows, figures, args.json)
+    return 0

@@ -1,0 +1,167 @@
+"""Job control and resume: pause, resume, cancel, retry failed, re-send what is left.
+
+What is left of a job is computed from the log, never from a counter:
+planned images (its `JobImagesPlanned` pages) minus images that have an
+outcome for every planned kind.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+from typing import Any
+
+from actors.plan import messages_for, plan_job
+from domain import events as ev
+from domain.errors import InvalidInput, UnknownCollection, UnknownJob
+from domain.planning import SourceImage
+from domain.specs import RenditionSpec
+from domain.views import job_status
+from ops.bootstrap import App
+
+log = logging.getLogger("imagecache.control")
+
+
+def _job(app: App, job_id: str) -> dict[str, Any]:
+    app.projector.catch_up()
+    doc = app.read.job_doc(job_id)
+    if doc is None or "total" not in doc:
+        raise UnknownJob(f"no job {job_id}")
+    return doc
+
+
+def _header(app: App, job_id: str) -> ev.JobPlanned:
+    found = app.events.by_key(f"job:{job_id}:planned")
+    if found is None or not isinstance(found.event, ev.JobPlanned):
+        raise UnknownJob(f"no job {job_id}")
+    return found.event
+
+
+def job_progress(app: App, job_id: str) -> tuple[list[str], dict[str, set[str]], dict[str, str]]:
+    """(planned image ids, kinds with an outcome per image, failure class per failed image)."""
+    planned: list[str] = []
+    done: dict[str, set[str]] = defaultdict(set)
+    failed: dict[str, str] = {}
+    after = 0
+    while batch := app.events.stream(f"job:{job_id}", after=after, limit=10_000):
+        for s in batch:
+            e = s.event
+            if isinstance(e, ev.JobImagesPlanned):
+                planned.extend(e.image_ids)
+            elif isinstance(e, ev.Outcome):
+                done[e.image_id].add(e.kind)
+                if isinstance(e, ev.RenditionFailed):
+                    failed[e.image_id] = e.error_class
+        after = batch[-1].seq
+    return planned, done, failed
+
+
+def remaining_images(app: App, job_id: str) -> list[str]:
+    """Planned images of a job that still lack an outcome for some planned kind."""
+    kinds = set(_header(app, job_id).kinds)
+    planned, done, _ = job_progress(app, job_id)
+    return [i for i in planned if not kinds <= done.get(i, set())]
+
+
+def _sources(app: App, cid: str, ids: list[str]) -> list[SourceImage]:
+    wanted = set(ids)
+    return [i for i in app.read.source_images(cid) if i.image_id in wanted]
+
+
+def resend_remaining(app: App, job_id: str) -> int:
+    """Publish messages for exactly the images a job has left; return how many images."""
+    header = _header(app, job_id)
+    left = remaining_images(app, job_id)
+    if not left:
+        return 0
+    collection = app.read.collection(header.collection_id)
+    if collection is None:
+        raise UnknownCollection(f"job {job_id} names a collection that is gone")
+    specs = [RenditionSpec.from_dict(header.specs[k]) for k in header.kinds]
+    sources = _sources(app, header.collection_id, left)
+    known = {s.image_id for s in sources}
+    missing = [i for i in left if i not in known]
+    if missing:
+        # Images removed from the library since planning: record them as failed, once.
+        app.events.append_many(
+            [
+                ev.RenditionFailed(
+                    job_id, i, header.collection_id, k, "source_missing",
+                    "the image was removed from its collection after the job was planned",
+                )
+                for i in missing
+                for k in header.kinds
+            ]
+        )  # fmt: skip
+    app.actors.publish(
+        messages_for(
+            job_id, collection, specs, sources, app.settings.batch_size,
+            force=_was_forced(app, header),
+        )
+    )  # fmt: skip
+    log.info("resumed job %s: %d remaining", job_id, len(left))
+    return len(left)
+
+
+def _was_forced(app: App, header: ev.JobPlanned) -> bool:
+    bulk = app.events.by_key(f"bulk:{header.bulk_id}:requested")
+    return bool(bulk and isinstance(bulk.event, ev.BulkOperationRequested) and bulk.event.force)
+
+
+def pause(app: App, job_id: str, reason: str = "") -> dict[str, Any]:
+    """Stop work on a job: its queued messages are acknowledged and dropped."""
+    doc = _job(app, job_id)
+    if job_status(doc) in ("finished", "cancelled"):
+        raise InvalidInput(f"job {job_id} is {job_status(doc)}: it cannot be paused")
+    app.events.append(ev.JobPaused(job_id, uuid.uuid4().hex, reason))
+    return _view(app, job_id)
+
+
+def resume(app: App, job_id: str, reason: str = "") -> dict[str, Any]:
+    """Resume a paused job: record it, then re-send exactly what is left."""
+    doc = _job(app, job_id)
+    if job_status(doc) == "cancelled":
+        raise InvalidInput(f"job {job_id} is cancelled: plan a new one with `regenerate`")
+    app.events.append(ev.JobResumed(job_id, uuid.uuid4().hex, reason))
+    app.projector.catch_up()
+    resend_remaining(app, job_id)
+    return _view(app, job_id)
+
+
+def cancel(app: App, job_id: str, reason: str = "") -> dict[str, Any]:
+    """Cancel a job for good; what it generated stays."""
+    doc = _job(app, job_id)
+    if job_status(doc) == "finished":
+        raise InvalidInput(f"job {job_id} is finished: nothing to cancel")
+    app.events.append(ev.JobCancelled(job_id, uuid.uuid4().hex, reason))
+    return _view(app, job_id)
+
+
+def retry_failed(app: App, job_id: str) -> dict[str, Any]:
+    """Plan a new job, linked to this one, for its failed images only."""
+    _job(app, job_id)
+    header = _header(app, job_id)
+    _, _, failed = job_progress(app, job_id)
+    if not failed:
+        raise InvalidInput(f"job {job_id} has no failed images to retry")
+    collection = app.read.collection(header.collection_id)
+    if collection is None:
+        raise UnknownCollection(f"job {job_id} names a collection that is gone")
+    specs = [RenditionSpec.from_dict(header.specs[k]) for k in header.kinds]
+    sources = _sources(app, header.collection_id, sorted(failed))
+    new_id = uuid.uuid4().hex
+    plan_job(app.events, new_id, header.bulk_id, header.collection_id, specs, sources, 0,
+             retry_of=job_id)  # fmt: skip
+    app.actors.publish(
+        messages_for(new_id, collection, specs, sources, app.settings.batch_size, force=True)
+    )
+    return _view(app, new_id)
+
+
+def _view(app: App, job_id: str) -> dict[str, Any]:
+    app.projector.catch_up()
+    view = app.read.job(job_id)
+    if view is None:
+        raise UnknownJob(f"no job {job_id}")
+    return view

@@ -1,0 +1,105 @@
+"""End to end: the real command, the real broker and MongoDB-wire server."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.e2e.conftest import Imagecache, make_library
+
+pytestmark = pytest.mark.e2e
+
+
+def _summary(result: object) -> dict[str, int]:
+    import subprocess
+
+    assert isinstance(result, subprocess.CompletedProcess)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return dict(json.loads(result.stdout))
+
+
+def _check_cache_files(cache: Path, expected: int) -> None:
+    files = [p for p in cache.rglob("*") if p.is_file()]
+    assert len(files) == expected
+    assert not [p for p in files if "tmp-imagecache" in p.name], "a temporary file was left"
+    for p in files:
+        kind, a, b, name = p.relative_to(cache).parts
+        assert kind in ("cache", "thumbnail") and name.startswith(a + b)
+        with Image.open(p) as img:
+            box = 1920 if kind == "cache" else 300
+            assert max(img.size) <= box
+
+
+def test_generate_through_rabbitmq_verify_and_skip_on_second_run(
+    tmp_path: Path, distributed: Imagecache
+) -> None:
+    # Given a library and a worker process consuming from the real RabbitMQ
+    lib = tmp_path / "library"
+    counts = make_library(lib)
+    worker = distributed.start("worker", "--threads", "2")
+    try:
+        # When the main job runs without its own worker
+        first = _summary(distributed.run("up", str(lib), "--no-serve", "--no-worker", "--json"))
+
+        # Then every valid image has both renditions and the corrupt one failed, both kinds
+        assert first["collections"] == 3
+        assert first["images"] == counts["valid"] + counts["corrupt"]
+        assert first["generated"] == 2 * counts["valid"]
+        assert first["failed"] == 2 * counts["corrupt"]
+        assert first["skipped"] == 0
+        assert first["bytes"] > 0
+        _check_cache_files(tmp_path / "var" / "cache", 2 * counts["valid"])
+
+        # And the projections equal a fresh replay of the log
+        verify = distributed.run("replay", "verify")
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+
+        # When it runs again, everything current is skipped and nothing is generated
+        second = _summary(distributed.run("up", str(lib), "--no-serve", "--no-worker", "--json"))
+        assert second["generated"] == 0
+        assert second["skipped"] == 2 * counts["valid"]
+        assert second["already_current"] == counts["valid"]
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        out, _ = worker.communicate(timeout=30)
+    assert worker.returncode == 0, out[-3000:]
+
+
+def test_embedded_mode_needs_no_services(tmp_path: Path, embedded: Imagecache) -> None:
+    # Given a library and no MONGODB_URI nor RABBITMQ_URL
+    lib = tmp_path / "library"
+    counts = make_library(lib, folders=2, per_folder=2)
+
+    # When the main job runs
+    first = _summary(embedded.run("up", str(lib), "--no-serve", "--json"))
+
+    # Then it generated everything with its own database and in-process actors
+    assert first["generated"] == 2 * counts["valid"]
+    assert first["failed"] == 2 * counts["corrupt"]
+    second = _summary(embedded.run("up", str(lib), "--no-serve", "--json"))
+    assert second["generated"] == 0
+    assert embedded.run("replay", "verify").returncode == 0
+
+
+def test_clear_errors_for_bad_paths_and_ports(tmp_path: Path, embedded: Imagecache) -> None:
+    # A missing library path
+    missing = embedded.run("up", str(tmp_path / "nope"), "--no-serve")
+    assert missing.returncode == 1
+    assert "no such folder" in missing.stderr
+    # A port in use
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        busy = embedded.run("serve", "--port", str(port))
+    assert busy.returncode == 1
+    assert f"port {port}" in busy.stderr and "in use" in busy.stderr
+    # A command that belongs to a later issue says so and exits 2
+    later = embedded.run("scheduler")
+    assert later.returncode == 2 and "not yet available" in later.stderr

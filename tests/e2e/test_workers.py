@@ -1,0 +1,52 @@
+"""Several worker processes on one job: every planned image gets exactly one outcome per kind."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections import Counter
+from pathlib import Path
+
+import pymongo
+import pytest
+from PIL import Image
+
+from tests.e2e.conftest import Imagecache
+
+pytestmark = pytest.mark.e2e
+
+
+def test_two_worker_processes_share_one_job_exactly_once(
+    tmp_path: Path, distributed: Imagecache
+) -> None:
+    # Given one collection of 120 images and a worker supervisor with two processes
+    album = tmp_path / "library" / "album"
+    album.mkdir(parents=True)
+    for i in range(120):
+        Image.new("RGB", (640 + i, 480), (i, 255 - i, 90)).save(album / f"{i:03}.jpg")
+    env = dict(distributed.env, IMAGECACHE_BATCH_SIZE="2")
+    workers = Imagecache(env).start("worker", "--processes", "2", "--threads", "2")
+    try:
+        # When the main job plans it and leaves the work to the workers
+        result = Imagecache(env).run(
+            "up", str(tmp_path / "library"), "--no-serve", "--no-worker", "--json"
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        summary = json.loads(result.stdout)
+    finally:
+        workers.send_signal(signal.SIGTERM)
+        out, _ = workers.communicate(timeout=60)
+    assert workers.returncode == 0, out[-3000:]
+
+    # Then both processes worked, and each (image, kind) has exactly one outcome
+    assert summary["generated"] == 240 and summary["failed"] == 0
+    db = pymongo.MongoClient(env["MONGODB_URI"])[env["IMAGECACHE_DB"]]
+    terminal = ["RenditionGenerated", "RenditionSkipped", "RenditionFailed"]
+    outcomes = Counter(
+        (e["data"]["image_id"], e["data"]["kind"])
+        for e in db.events.find({"type": {"$in": terminal}})
+    )
+    assert len(outcomes) == 240
+    assert set(outcomes.values()) == {1}
+    workers_seen = {e["data"]["worker"] for e in db.events.find({"type": "JobHeartbeat"})}
+    assert len(workers_seen) == 2, f"expected both processes to work, saw {workers_seen}"
