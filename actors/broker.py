@@ -74,11 +74,9 @@ def declare(
 
 def start_worker(broker: dramatiq.Broker, threads: int) -> dramatiq.Worker:
     """Run actors in this process with `threads` worker threads until `.stop()`."""
-    from PIL import Image
+    from actors.pool import tune_process
 
-    # Pillow loads its format plugins lazily and not thread-safely (seen here as
-    # KeyError: 'MPO' on a PNG): load them all before the threads start.
-    Image.init()
+    tune_process()  # before the threads start
     worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=200)
     worker.start()
     return worker

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import os
 import shutil
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,33 @@ from pathlib import Path
 from domain.errors import NoSpace, TransientIOError
 
 TMP_SUFFIX = ".tmp-imagecache"
+_HOST = socket.gethostname().replace(".", "_")
+_WRITER = f"{_HOST}.{os.getpid()}"
+
+
+def partial_owner(name: str) -> tuple[str, int] | None:
+    """(host, pid) of the writer of a temporary file, from its name; None if not one of ours."""
+    if not name.endswith(TMP_SUFFIX):
+        return None
+    parts = name[: -len(TMP_SUFFIX)].split(".")
+    try:
+        return parts[-3], int(parts[-2])
+    except (IndexError, ValueError):
+        return None
+
+
+def is_orphaned_partial(name: str) -> bool:
+    """A temporary file whose writer on this host is gone: safe to delete."""
+    owner = partial_owner(name)
+    if owner is None or owner[0] != _HOST:
+        return False
+    try:
+        os.kill(owner[1], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 class LocalFileStore:
@@ -20,7 +48,7 @@ class LocalFileStore:
 
     def write_atomic(self, root: str, relpath: str, data: bytes) -> int:
         target = Path(root) / relpath
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}{TMP_SUFFIX}")
+        tmp = target.with_name(f".{target.name}.{_WRITER}.{threading.get_ident()}{TMP_SUFFIX}")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as f:
@@ -53,11 +81,18 @@ class LocalFileStore:
         except FileNotFoundError:
             return -1
 
+    def partials(self, root: str) -> Iterator[tuple[str, int, float]]:
+        """Temporary files under root (relpath, size, mtime): writes that did not finish."""
+        return self._walk(root, partial=True)
+
     def walk(self, root: str) -> Iterator[tuple[str, int, float]]:
+        return self._walk(root, partial=False)
+
+    def _walk(self, root: str, *, partial: bool) -> Iterator[tuple[str, int, float]]:
         base = Path(root)
         for dirpath, _dirs, names in os.walk(base):
             for name in names:
-                if name.endswith(TMP_SUFFIX):
+                if name.endswith(TMP_SUFFIX) != partial:
                     continue
                 full = Path(dirpath) / name
                 try:
@@ -110,3 +145,6 @@ class MemoryFileStore:
 
     def free_bytes(self, root: str) -> int:
         return self._free
+
+    def partials(self, root: str) -> Iterator[tuple[str, int, float]]:
+        return iter(())  # writes in memory are never half done

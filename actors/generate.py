@@ -10,6 +10,7 @@ import logging
 import os
 import socket
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,11 +49,8 @@ class Generator:
         job_id: str = message["job_id"]
         job = self.read.job_doc(job_id)
         if job and (job.get("cancelled") or job.get("paused")):
-            log.info(
-                "job %s is %s: message dropped",
-                job_id,
-                "cancelled" if job.get("cancelled") else "paused",
-            )
+            state = "cancelled" if job.get("cancelled") else "paused"
+            log.info("job %s is %s: message dropped", job_id, state)
             return {}
         specs = [RenditionSpec.from_dict(s) for s in message["specs"]]
         items = [SourceImage(i, p, int(s), float(m)) for i, p, s, m in message["items"]]
@@ -64,13 +62,23 @@ class Generator:
         done = self.events.existing_keys(list(keys.values()))
         current = self.read.renditions_for([k for k, v in keys.items() if v not in done])
         folders = self.read.folder_docs()
+        disk_free = {f["_id"]: self.files.free_bytes(str(f["path"])) for f in folders}
         counts = {"generated": 0, "skipped": 0, "failed": 0}
         self._heartbeat(job_id)
         for image in items:
             wanted = [s for s in specs if keys[(image.image_id, s.kind)] not in done]
             if not wanted:
                 continue
-            outcomes = self._one(message, image, wanted, current, folders, final_attempt)
+            try:
+                outcomes = self._one(
+                    message, image, wanted, current, folders, disk_free, final_attempt
+                )
+            except NoSpace as exc:
+                # Every folder is full: pause the job rather than fail its images. Resume
+                # (by hand, or by recovery once space is free) re-sends exactly what is left.
+                log.warning("job %s paused: %s", job_id, exc)
+                self.events.append(ev.JobPaused(job_id, uuid.uuid4().hex, f"no_space: {exc}"))
+                break
             self.events.append_many(outcomes)
             for o in outcomes:
                 counts[_status(o)] += 1
@@ -78,7 +86,8 @@ class Generator:
 
     def _one(
         self, message: Mapping[str, Any], image: SourceImage, specs: list[RenditionSpec],
-        current: Mapping[tuple[str, str], Any], folders: list[dict[str, Any]], final_attempt: bool,
+        current: Mapping[tuple[str, str], Any], folders: list[dict[str, Any]],
+        disk_free: dict[str, int], final_attempt: bool,
     ) -> list[ev.Event]:  # fmt: skip
         paths = {f["_id"]: str(f["path"]) for f in folders}
         job_id, cid = message["job_id"], message["collection_id"]
@@ -107,8 +116,18 @@ class Generator:
                 message["path"], message["source"], image.path, todo, self.max_pixels
             )
             ms = int((time.perf_counter() - started) * 1000)
+            recorded = self._recorded(image.image_id)
             for spec, out in zip(todo, rendered, strict=True):
-                outcomes.append(self._store(job_id, cid, image, spec, out, ms, folders))
+                stored = self._store(image, spec, out, folders, disk_free, recorded.get(spec.kind))
+                outcomes.append(
+                    ev.RenditionGenerated(
+                        job_id, image.image_id, cid, spec.kind, ms=ms, spec_hash=spec.hash,
+                        source_size=image.size, source_mtime=image.mtime,
+                        width=out.width, height=out.height, **stored,
+                    )
+                )  # fmt: skip
+        except NoSpace:
+            raise
         except TransientIOError as exc:
             if not final_attempt:
                 raise
@@ -118,21 +137,45 @@ class Generator:
             outcomes.extend(_failed(job_id, image, cid, todo, exc))
         return outcomes
 
+    def _recorded(self, image_id: str) -> dict[str, tuple[str, str, int]]:
+        """Per kind, the file the log says this image has: (folder id, path, bytes).
+
+        The log, not the disk, says whether a write replaces a counted file: a worker
+        killed between rename and append leaves a file that was never counted.
+        """
+        found: dict[str, tuple[str, str, int]] = {}
+        for s in self.events.of_image(image_id, limit=10_000):
+            e = s.event
+            if isinstance(e, ev.RenditionGenerated):
+                found[e.kind] = (e.folder_id, e.path, e.bytes)
+            elif (
+                isinstance(e, ev.RenditionDeleted)
+                and e.counted
+                and found.get(e.kind, ("", "", 0))[:2] == (e.folder_id, e.path)
+            ):
+                del found[e.kind]
+        return found
+
     def _store(
-        self, job_id: str, cid: str, image: SourceImage, spec: RenditionSpec, out: Rendered,
-        ms: int, folders: list[dict[str, Any]],
-    ) -> ev.RenditionGenerated:  # fmt: skip
-        folder = choose_folder(folders, len(out.data))
+        self, image: SourceImage, spec: RenditionSpec, out: Rendered,
+        folders: list[dict[str, Any]], disk_free: dict[str, int],
+        recorded: tuple[str, str, int] | None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Write one rendition into the best folder with room; another if that one fills up."""
         relpath = rendition_relpath(spec.kind, image.image_id, spec.extension)
-        if self.files.free_bytes(folder["path"]) < len(out.data):
-            raise NoSpace(f"cache folder {folder['path']} has no room left on its disk")
-        replaced = self.files.write_atomic(folder["path"], relpath, out.data)
-        return ev.RenditionGenerated(
-            job_id, image.image_id, cid, spec.kind,
-            folder_id=folder["_id"], path=relpath, bytes=len(out.data),
-            width=out.width, height=out.height, ms=ms, spec_hash=spec.hash,
-            source_size=image.size, source_mtime=image.mtime, replaced_bytes=replaced,
-        )  # fmt: skip
+        while True:
+            folder = choose_folder(folders, len(out.data), disk_free)  # NoSpace when none fits
+            try:
+                self.files.write_atomic(folder["path"], relpath, out.data)
+            except NoSpace:
+                disk_free[folder["_id"]] = 0
+                continue
+            disk_free[folder["_id"]] -= len(out.data)
+            replaced = -1
+            if recorded is not None and recorded[:2] == (folder["_id"], relpath):
+                replaced = recorded[2]
+            return {"folder_id": folder["_id"], "path": relpath, "bytes": len(out.data),
+                    "replaced_bytes": replaced}  # fmt: skip
 
     def _heartbeat(self, job_id: str) -> None:
         beat = int(self.clock.now() // HEARTBEAT_SECONDS)
@@ -152,6 +195,8 @@ def _failed(
 ) -> list[ev.Event]:
     message = str(exc).splitlines()[0][:300] if str(exc) else exc.error_class
     return [
-        ev.RenditionFailed(job_id, image.image_id, cid, s.kind, exc.error_class, message)
-        for s in specs
+        ev.RenditionFailed(
+            job_id, image.image_id, cid, s.kind, exc.error_class, message, first_of_image=n == 0
+        )
+        for n, s in enumerate(specs)
     ]

@@ -14,7 +14,7 @@ from typing import Any
 
 from domain import events as ev
 from domain.errors import UnknownCollection
-from domain.planning import SourceImage, pages, plan_images
+from domain.planning import SourceImage, pages, plan_images, quarantined
 from domain.ports import EventLog
 from domain.specs import RenditionSpec
 from projections.readmodels import ReadModels
@@ -40,6 +40,7 @@ class BulkResult:
     images: int
     current: int
     jobs: list[PlannedJob]
+    quarantined: int = 0
 
 
 def messages_for(
@@ -75,6 +76,7 @@ def request_bulk(
     kinds: Sequence[str] = ("cache", "thumbnail"),
     force: bool = False,
     batch_size: int = 8,
+    quarantine_after: int = 3,
 ) -> BulkResult:
     """Record the request, plan a job for each collection with work left, publish its batches."""
     bulk_id = uuid.uuid4().hex
@@ -94,16 +96,19 @@ def request_bulk(
     )
     wanted = [specs[k] for k in kinds]
     jobs: list[PlannedJob] = []
-    total_images = total_current = 0
+    total_images = total_current = total_quarantined = 0
     for collection in collections:
         cid = collection["_id"]
-        images, current = read.plan_inputs(cid)
-        plan = plan_images(images, wanted, current, force=force)
+        inputs = read.plan_inputs(cid)
+        images = inputs.images
+        held = quarantined(inputs.failures, quarantine_after)
+        plan = plan_images(images, wanted, inputs.current, force=force, skip=held)
         total_images += len(images)
         total_current += plan.current
+        total_quarantined += plan.quarantined
         log.info(
-            "%s: %d images, %d current, %d to process",
-            collection["path"], len(images), plan.current, len(plan.todo),
+            "%s: %d images, %d current, %d quarantined, %d to process",
+            collection["path"], len(images), plan.current, plan.quarantined, len(plan.todo),
         )  # fmt: skip
         if not plan.todo:
             continue
@@ -111,7 +116,7 @@ def request_bulk(
         plan_job(events, job_id, bulk_id, cid, wanted, plan.todo, plan.current)
         publish(messages_for(job_id, collection, wanted, plan.todo, batch_size, force=force))
         jobs.append(PlannedJob(job_id, cid, len(images), plan.current, len(plan.todo)))
-    return BulkResult(bulk_id, total_images, total_current, jobs)
+    return BulkResult(bulk_id, total_images, total_current, jobs, total_quarantined)
 
 
 def plan_job(

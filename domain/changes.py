@@ -42,6 +42,12 @@ class Change:
             dict(self.min),
             dict(self.on_insert),
         )
+        mine_paths = {*self.inc, *self.set, *self.max, *self.min, *self.on_insert}
+        later_paths = {*later.inc, *later.set, *later.max, *later.min}
+        for a in mine_paths:
+            for b in later_paths:
+                if a != b and (a.startswith(b + ".") or b.startswith(a + ".")):
+                    raise ValueError(f"{a!r} and {b!r} overlap: apply them as separate updates")
         # `later.on_insert` is dropped: the document exists once self has been applied.
         for k, v in later.set.items():
             for ops in (out.inc, out.max, out.min, out.on_insert):

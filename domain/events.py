@@ -303,6 +303,7 @@ class RenditionFailed(Outcome):
     error_class: str
     message: str
     attempts: int = 1
+    first_of_image: bool = True  # counts the image once when all its renditions fail together
 
 
 @dataclass(frozen=True)
@@ -312,10 +313,11 @@ class RenditionDeleted(Event):
     folder_id: str
     path: str
     bytes: int
-    reason: str  # orphan | source_removed | evicted | spec_changed
+    reason: str  # orphan | source_removed | evicted | spec_changed | file_missing | partial
     deletion_id: str
     collection_id: str = ""
     was_current: bool = True  # False: the file was not what `renditions` pointed to
+    counted: bool = True  # False: folder statistics never counted it (a stray or partial file)
 
     @property
     def stream(self) -> str:

@@ -23,10 +23,30 @@ class SourceImage:
 
 @dataclass(frozen=True)
 class Plan:
-    """The images left to process for one collection, and how many were already current."""
+    """The images left to process for one collection, and how many were current or quarantined."""
 
     todo: list[SourceImage]
     current: int
+    quarantined: int = 0
+
+
+@dataclass(frozen=True)
+class PlanInputs:
+    """What planning reads of a collection: its images, their current renditions by
+    (image, kind), and their failure counts by error class."""
+
+    images: list[SourceImage]
+    current: dict[tuple[str, str], Doc]
+    failures: dict[str, dict[str, int]]
+
+
+def quarantined(failures: Mapping[str, Mapping[str, int]], after: int) -> set[str]:
+    """Images that failed the same way in `after` attempts: not retried automatically."""
+    if after <= 0:
+        return set()
+    return {
+        image for image, by_class in failures.items() if max(by_class.values(), default=0) >= after
+    }
 
 
 def is_current(rendition: Doc | None, spec: RenditionSpec, image: SourceImage) -> bool:
@@ -46,18 +66,22 @@ def plan_images(
     renditions: Mapping[tuple[str, str], Doc],
     *,
     force: bool = False,
+    skip: set[str] | frozenset[str] = frozenset(),
 ) -> Plan:
-    """Pre-filter: keep an image when any requested rendition is missing, stale or forced."""
+    """Pre-filter: keep an image when any requested rendition is missing, stale or forced;
+    images in `skip` (quarantined) are left out unless forced."""
     todo: list[SourceImage] = []
-    current = 0
+    current = held = 0
     for image in images:
-        if force or not all(
+        if not force and image.image_id in skip:
+            held += 1
+        elif force or not all(
             is_current(renditions.get((image.image_id, s.kind)), s, image) for s in specs
         ):
             todo.append(image)
         else:
             current += 1
-    return Plan(todo, current)
+    return Plan(todo, current, held)
 
 
 def pages(items: Sequence[str], size: int) -> list[list[str]]:
@@ -65,15 +89,23 @@ def pages(items: Sequence[str], size: int) -> list[list[str]]:
     return [list(items[i : i + size]) for i in range(0, len(items), size)] or [[]]
 
 
-def choose_folder(folders: Iterable[Doc], needed_bytes: int) -> Doc:
-    """The folder to write into: highest priority first, then most free space; never a full one."""
+def choose_folder(
+    folders: Iterable[Doc], needed_bytes: int, disk_free: Mapping[str, int] | None = None
+) -> Doc:
+    """The folder to write into: highest priority first, then most free space; never a full
+    one. A folder's free space is what its capacity leaves, and at most what its disk has
+    (`disk_free`, by folder id); one within 5% of its capacity takes no new files."""
     usable = []
     for f in folders:
         if f.get("removed"):
             continue
         capacity = int(f.get("capacity_bytes", 0))
-        free = capacity - int(f.get("bytes", 0))
-        if capacity and (free < needed_bytes or free < capacity * (1 - NEAR_FULL) / 2):
+        free = capacity - int(f.get("bytes", 0)) if capacity else 1 << 62
+        if capacity and free < capacity * (1 - NEAR_FULL) / 2:
+            continue
+        if disk_free is not None and f["_id"] in disk_free:
+            free = min(free, disk_free[f["_id"]])
+        if free < needed_bytes:
             continue
         usable.append((-int(f.get("priority", 0)), -free, str(f["_id"]), f))
     if not usable:

@@ -39,6 +39,10 @@ class EventLog(Protocol):
         """Events of one stream with seq > after, ascending."""
         ...
 
+    def of_image(self, image_id: str, limit: int = 1000) -> list[StoredEvent]:
+        """Events about one image (outcomes, deletions), ascending."""
+        ...
+
     def seqs(self, wanted: Iterable[int]) -> list[StoredEvent]:
         """The events stored at the given positions (missing ones left out)."""
         ...
@@ -75,4 +79,8 @@ class FileStore(Protocol):
 
     def free_bytes(self, root: str) -> int:
         """Free space on the filesystem of root."""
+        ...
+
+    def partials(self, root: str) -> Iterator[tuple[str, int, float]]:
+        """Temporary files of writes that did not finish, as (relpath, size, mtime)."""
         ...

@@ -77,7 +77,9 @@ def _scanned(s: ev.StoredEvent) -> list[Change]:
     ]
     for image, member, size, mtime in [*e.added, *e.changed]:
         fields = {"collection_id": e.collection_id, "path": member, "size": size, "mtime": mtime}
-        out.append(Change("images", image, set={**fields, "supported": True, "removed": False}))
+        # A new or changed source starts with a clean failure record.
+        state = {"supported": True, "removed": False, "failures": {}}
+        out.append(Change("images", image, set={**fields, **state}))
     for image, member in e.unsupported:
         fields = {"collection_id": e.collection_id, "path": member}
         out.append(Change("images", image, set={**fields, "supported": False, "removed": False}))
@@ -149,7 +151,9 @@ def _job_control(s: ev.StoredEvent) -> list[Change]:
     assert isinstance(e, ev.JobControl)
     if isinstance(e, ev.JobCancelled):
         return [Change("job_state", e.job_id, set={"cancelled": True, "cancelled_at": s.at})]
-    return [Change("job_state", e.job_id, set={"paused": isinstance(e, ev.JobPaused)})]
+    paused = isinstance(e, ev.JobPaused)
+    reason = e.reason if paused else None
+    return [Change("job_state", e.job_id, set={"paused": paused, "pause_reason": reason})]
 
 
 @_rule(ev.JobHeartbeat)
@@ -230,7 +234,10 @@ def _failed(s: ev.StoredEvent) -> list[Change]:
     assert isinstance(e, ev.RenditionFailed)
     job = _job_outcome(s, "failed")
     job.inc[f"failed_by_class.{e.error_class}"] = 1
-    return [job]
+    if not e.first_of_image:
+        return [job]
+    job.inc[f"failed_images_by_class.{e.error_class}"] = 1
+    return [job, Change("images", e.image_id, inc={f"failures.{e.error_class}": 1})]
 
 
 @_rule(ev.RenditionDeleted)
@@ -241,16 +248,19 @@ def _deleted(s: ev.StoredEvent) -> list[Change]:
         Change(
             "folder_stats",
             e.folder_id,
-            inc={"files": -1, "bytes": -e.bytes},
+            inc={"files": -1, "bytes": -e.bytes} if e.counted else {},
             max={"last_cleanup_at": s.at},
-        ),
-        Change(
-            "folder_collections",
-            f"{e.folder_id}:{e.collection_id}",
-            inc={"files": -1},
-            set={"folder_id": e.folder_id, "collection_id": e.collection_id},
-        ),
+        )
     ]
+    if e.counted:
+        out.append(
+            Change(
+                "folder_collections",
+                f"{e.folder_id}:{e.collection_id}",
+                inc={"files": -1},
+                set={"folder_id": e.folder_id, "collection_id": e.collection_id},
+            )
+        )
     if e.was_current:
         doc = rendition_doc_id(e.image_id, e.kind)
         out.append(Change("renditions", doc, set={"deleted": True, "deleted_reason": e.reason}))

@@ -14,7 +14,7 @@ from typing import Any
 
 from domain.errors import ImageCacheError, UnknownCollection, UnknownJob
 from domain.projection import PROJECTIONS
-from ops import control, library, replay
+from ops import control, library, maintenance, replay
 from ops.bootstrap import App, bootstrap
 from ops.output import emit_json, human_bytes, table
 from ops.settings import Settings
@@ -91,6 +91,9 @@ def cmd_worker(app: App, args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     threads = args.threads or app.settings.worker_threads
     processes = args.processes or app.settings.worker_processes
+    if not args.child:
+        # After the services answered (bootstrap pinged them), not after a fixed sleep.
+        maintenance.recover(app, stale_after=app.settings.stale_after)
     if args.child or processes == 1:
         app.start_worker(threads)
         print(f"worker process {os.getpid()} with {threads} threads", flush=True)
@@ -100,6 +103,63 @@ def cmd_worker(app: App, args: argparse.Namespace) -> int:
 
     print(f"worker: {processes} processes x {threads} threads", flush=True)
     return supervise(processes, threads, stop)
+
+
+def cmd_scheduler(app: App, args: argparse.Namespace) -> int:
+    from ops.scheduler import run_scheduler
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return run_scheduler(app, os.environ, stop)
+
+
+def cmd_maintenance(app: App, args: argparse.Namespace) -> int:
+    s = app.settings
+    result: Any
+    if args.command == "cleanup":
+        days = s.orphan_days if args.older_than_days is None else args.older_than_days
+        result = maintenance.cleanup(app, dry_run=args.dry_run, older_than_days=days)
+    elif args.command == "reconcile":
+        result = maintenance.reconcile(app)
+    elif args.command == "repair":
+        result = maintenance.repair_missing(app, replan=not args.no_replan)
+    elif args.command == "evict":
+        result = maintenance.enforce_capacity(app)
+    elif args.command == "alerts":
+        result = maintenance.failure_alerts(
+            app, threshold=s.alert_threshold, webhook=s.alert_webhook
+        )
+    else:
+        result = maintenance.recover(app, stale_after=args.stale_after)
+    if args.json:
+        emit_json(result)
+    else:
+        _print_maintenance(args.command, result)
+    return 0
+
+
+def _print_maintenance(command: str, result: Any) -> None:
+    if command == "cleanup":
+        verb = "would delete" if result["dry_run"] else "deleted"
+        for f in result["folders"]:
+            reasons = ", ".join(f"{k}={v}" for k, v in f["by_reason"].items()) or "nothing"
+            print(f"{f['path']}: {verb} {f['files']} files, {human_bytes(f['bytes'])} ({reasons})")
+    elif command == "reconcile":
+        for f in result["folders"]:
+            state = "corrected" if f["drift"] else "ok"
+            print(
+                f"{f['path']}: {state}: measured {f['measured_files']} files /"
+                f" {human_bytes(f['measured_bytes'])}, projected {f['projected_files']} /"
+                f" {human_bytes(f['projected_bytes'])}"
+            )
+    elif command == "recover":
+        for job, left in result.items():
+            print(f"resumed job {job}: {left} remaining")
+        if not result:
+            print("no unfinished job needed resuming")
+    else:
+        emit_json(result)
 
 
 def cmd_collections(app: App, args: argparse.Namespace) -> int:
@@ -345,11 +405,19 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--threads", type=int, default=None, help="per process")
     worker.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
 
-    cmd("scheduler", None, "run maintenance on a schedule").set_defaults(
-        plain=_not_yet("scheduler", "issue 4")
-    )
-    for name in ("cleanup", "reconcile"):
-        cmd(name, None, f"{name} cache folders").set_defaults(plain=_not_yet(name, "issue 4"))
+    cmd("scheduler", cmd_scheduler, "run maintenance on a schedule (APScheduler)")
+    clean = cmd("cleanup", cmd_maintenance, "delete orphans and renditions of removed sources")
+    clean.add_argument("--dry-run", action="store_true", help="list, delete nothing")
+    clean.add_argument("--older-than-days", type=float, default=None, help="default: 7")
+    cmd("reconcile", cmd_maintenance, "measure folders and correct their statistics")
+    repair = cmd("repair", cmd_maintenance, "re-plan renditions whose file is gone")
+    repair.add_argument("--no-replan", action="store_true", help="only record them as missing")
+    cmd("evict", cmd_maintenance, "evict least-recently-served files from over-full folders")
+    cmd("alerts", cmd_maintenance, "raise alerts for jobs whose failure rate is too high")
+    recover = cmd("recover", cmd_maintenance, "re-send what is left of unfinished jobs")
+    recover.add_argument("--stale-after", type=float, default=None, help="only quiet jobs")
+    for name in ("cleanup", "reconcile", "repair", "evict", "alerts", "recover"):
+        sub.choices[name].add_argument("--json", action="store_true")
 
     col = cmd("collections", cmd_collections, "register, list and scan collections")
     csub = col.add_subparsers(dest="action", required=True)

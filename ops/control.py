@@ -15,7 +15,7 @@ from typing import Any
 from actors.plan import messages_for, plan_job
 from domain import events as ev
 from domain.errors import InvalidInput, UnknownCollection, UnknownJob
-from domain.planning import SourceImage
+from domain.planning import SourceImage, quarantined
 from domain.specs import RenditionSpec
 from domain.views import job_status
 from ops.bootstrap import App
@@ -149,7 +149,15 @@ def retry_failed(app: App, job_id: str) -> dict[str, Any]:
     if collection is None:
         raise UnknownCollection(f"job {job_id} names a collection that is gone")
     specs = [RenditionSpec.from_dict(header.specs[k]) for k in header.kinds]
-    sources = _sources(app, header.collection_id, sorted(failed))
+    held = quarantined(
+        app.read.plan_inputs(header.collection_id).failures, app.settings.quarantine_after
+    )
+    sources = _sources(app, header.collection_id, sorted(set(failed) - held))
+    if not sources:
+        raise InvalidInput(
+            f"every failed image of job {job_id} is quarantined or gone",
+            hint="fix the sources and rescan, or regenerate with --force",
+        )
     new_id = uuid.uuid4().hex
     plan_job(app.events, new_id, header.bulk_id, header.collection_id, specs, sources, 0,
              retry_of=job_id)  # fmt: skip

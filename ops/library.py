@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import pymongo.errors
 
 from actors import plan, scan
 from domain import events as ev
@@ -15,6 +18,8 @@ from domain.ids import collection_id
 from domain.specs import kinds_from_choice
 from domain.views import job_status
 from ops.bootstrap import App
+
+log = logging.getLogger("imagecache.library")
 
 
 def library_roots(app: App) -> list[str]:
@@ -100,6 +105,7 @@ def regenerate(
         app.events, app.read, app.actors.publish, app.settings.specs,
         collection_ids=ids, everything=everything, kinds=kinds_from_choice(kind),
         force=force, batch_size=app.settings.batch_size,
+        quarantine_after=app.settings.quarantine_after,
     )  # fmt: skip
 
 
@@ -110,9 +116,14 @@ def wait_for(
     """Wait until the jobs are finished (or cancelled/paused); return their final views."""
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        if drive_projector:
-            app.projector.run_once()
-        docs = [app.read.job_doc(j) or {"_id": j, "total": 1} for j in job_ids]
+        try:
+            if drive_projector:
+                app.projector.run_once()
+            docs = [app.read.job_doc(j) or {"_id": j, "total": 1} for j in job_ids]
+        except pymongo.errors.ConnectionFailure as exc:
+            log.warning("database unreachable while waiting (%s); retrying", exc)
+            time.sleep(1.0)
+            continue
         if progress is not None:
             progress(docs)
         if all(job_status(d) in ("finished", "cancelled", "paused") for d in docs):
@@ -189,16 +200,10 @@ def job_failures(
     }
 
 
-def collection_images(
-    app: App, cid: str, *, offset: int = 0, limit: int = 100
-) -> tuple[list[dict[str, Any]], int]:
-    """A page of a collection's images, each rendition with its status; (rows, total)."""
-    from domain.errors import UnknownCollection
+def image_rows(app: App, docs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Images (read-model documents) with each rendition's status: current, stale or missing."""
     from domain.planning import SourceImage, is_current
 
-    if app.read.collection(cid) is None:
-        raise UnknownCollection(f"no collection {cid}")
-    docs, total = app.read.images_page(cid, offset, limit)
     specs = app.settings.specs
     renditions = app.read.renditions_for(
         (d["_id"], k) for d in docs if d.get("supported", True) for k in specs
@@ -225,4 +230,4 @@ def collection_images(
                     "height": int(r.get("height", 0)),
                 }
         rows.append(row)
-    return rows, total
+    return rows

@@ -51,6 +51,11 @@ class Settings:
     gap_timeout: float
     confirm_delivery: bool
     queue: str
+    quarantine_after: int
+    stale_after: float
+    alert_threshold: float
+    alert_webhook: str | None
+    orphan_days: float
     specs: dict[str, RenditionSpec] = field(default_factory=dict)
 
     @classmethod
@@ -90,5 +95,10 @@ class Settings:
             gap_timeout=_float(env, "IMAGECACHE_GAP_TIMEOUT", 5.0),
             confirm_delivery=env.get("IMAGECACHE_CONFIRM_DELIVERY", "0") == "1",
             queue=env.get("IMAGECACHE_QUEUE", "imagecache"),
+            quarantine_after=_int(env, "IMAGECACHE_QUARANTINE_AFTER", 3),
+            stale_after=_float(env, "IMAGECACHE_STALE_AFTER", 120.0),
+            alert_threshold=_float(env, "IMAGECACHE_ALERT_THRESHOLD", 0.10),
+            alert_webhook=env.get("IMAGECACHE_ALERT_WEBHOOK") or None,
+            orphan_days=_float(env, "IMAGECACHE_ORPHAN_DAYS", 7.0),
             specs=specs,
         )

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from domain.views import job_status
-from ops import library
+from ops import library, maintenance
 from ops.bootstrap import App
 from ops.demo import make_demo_library
 from ops.output import emit_json, human_bytes
@@ -19,6 +19,16 @@ def run_up(app: App, paths: Sequence[str], *, as_json: bool, worker: bool) -> di
     """Everything `up` does before serving; returns the summary."""
     started = time.monotonic()
     library.ensure_default_folder(app)
+    if worker:
+        app.start_worker()
+    # Finish what an interrupted run left first, so it is neither lost nor planned twice.
+    embedded = app.settings.rabbitmq_url is None
+    resumed = maintenance.recover(app, stale_after=None if embedded else app.settings.stale_after)
+    if resumed:
+        _say(
+            as_json, f"resuming {len(resumed)} unfinished jobs: {sum(resumed.values())} images left"
+        )
+        library.wait_for(app, list(resumed))
     if not paths:
         demo = make_demo_library(app.settings.data_dir / "demo-library")
         paths = [str(demo)]
@@ -32,8 +42,6 @@ def run_up(app: App, paths: Sequence[str], *, as_json: bool, worker: bool) -> di
     results = library.scan_collections(app, ids)
     images = sum(r.images for r in results)
     _say(as_json, f"{len(ids)} collections, {images} images")
-    if worker:
-        app.start_worker()
     bulk = library.regenerate(app, ids, kind="both")
     todo = sum(j.to_process for j in bulk.jobs)
     _say(as_json, f"{bulk.images} images: {bulk.current} current, {todo} to process")

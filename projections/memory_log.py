@@ -61,6 +61,15 @@ class MemoryEventLog:
             found = [e for s, e in sorted(self._by_seq.items()) if s > after and e.stream == stream]
         return found[:limit]
 
+    def of_image(self, image_id: str, limit: int = 1000) -> list[StoredEvent]:
+        with self._lock:
+            found = [
+                e
+                for _, e in sorted(self._by_seq.items())
+                if getattr(e.event, "image_id", None) == image_id
+            ]
+        return found[:limit]
+
     def seqs(self, wanted: Iterable[int]) -> list[StoredEvent]:
         return [self._by_seq[s] for s in sorted(set(wanted)) if s in self._by_seq]
 

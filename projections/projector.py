@@ -199,6 +199,19 @@ class Projector:
 
     def _write_table(self, table: str, docs: list[tuple[str, list[tuple[int, Change]]]]) -> None:
         coll = self._db[self._prefix + table]
+        # Usually one merged update per document; a document whose changes cannot be merged
+        # into one update gets several, written in order after the others.
+        split = [(doc_id, _segments(items)) for doc_id, items in docs]
+        simple = [(doc_id, segs[0]) for doc_id, segs in split if len(segs) == 1]
+        self._write_guarded(coll, simple)
+        for doc_id, segs in split:
+            if len(segs) > 1:
+                for seg in segs:
+                    self._write_guarded(coll, [(doc_id, seg)])
+
+    def _write_guarded(self, coll: Any, docs: list[tuple[str, list[tuple[int, Change]]]]) -> None:
+        if not docs:
+            return
         ops = [_guarded(doc_id, items, below=items[0][0]) for doc_id, items in docs]
         try:
             coll.bulk_write(ops, ordered=False)
@@ -206,7 +219,7 @@ class Projector:
             errors = exc.details.get("writeErrors", [])
             if any(e.get("code") != 11000 for e in errors):
                 raise
-            # These documents already hold some of the batch: apply only what is newer.
+            # These documents already hold some of these events: apply only what is newer.
             for err in errors:
                 doc_id, items = docs[err["index"]]
                 current = coll.find_one({"_id": doc_id}, {"_seq": 1})
@@ -225,6 +238,20 @@ class Projector:
         except Exception as exc:  # DuplicateKeyError: already applied
             if getattr(exc, "code", None) != 11000:
                 raise
+
+
+def _segments(items: list[tuple[int, Change]]) -> list[list[tuple[int, Change]]]:
+    """Split one document's changes where they cannot merge into a single update."""
+    segments: list[list[tuple[int, Change]]] = [[items[0]]]
+    merged = items[0][1]
+    for seq, change in items[1:]:
+        try:
+            merged = merged.then(change)
+            segments[-1].append((seq, change))
+        except ValueError:
+            segments.append([(seq, change)])
+            merged = change
+    return segments
 
 
 def _guarded(doc_id: str, items: list[tuple[int, Change]], *, below: int) -> UpdateOne:

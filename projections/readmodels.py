@@ -9,7 +9,7 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
 
 from domain.changes import Doc
-from domain.planning import SourceImage
+from domain.planning import PlanInputs, SourceImage
 from domain.projection import rendition_doc_id
 from domain.views import folder_view, job_status, job_view
 
@@ -48,20 +48,19 @@ class ReadModels:
             query["removed"] = False
         return list(self._c("images").find(query).sort("path", ASCENDING))
 
-    def plan_inputs(
-        self, collection_id: str
-    ) -> tuple[list[SourceImage], dict[tuple[str, str], Doc]]:
-        """A collection's readable images and their current renditions, in one query."""
-        images: list[SourceImage] = []
-        current: dict[tuple[str, str], Doc] = {}
+    def plan_inputs(self, collection_id: str) -> PlanInputs:
+        """A collection's readable images, current renditions and failures, in one query."""
+        out = PlanInputs([], {}, {})
         query = {"collection_id": collection_id, "removed": False, "supported": True}
         for d in self._c("images").find(query):
-            images.append(SourceImage(d["_id"], d["path"], int(d["size"]), float(d["mtime"])))
+            out.images.append(SourceImage(d["_id"], d["path"], int(d["size"]), float(d["mtime"])))
             for kind, rendition in (d.get("r") or {}).items():
                 if rendition:
-                    current[(d["_id"], kind)] = rendition
-        images.sort(key=lambda i: i.path)
-        return images, current
+                    out.current[(d["_id"], kind)] = rendition
+            if d.get("failures"):
+                out.failures[d["_id"]] = d["failures"]
+        out.images.sort(key=lambda i: i.path)
+        return out
 
     def source_images(self, collection_id: str) -> list[SourceImage]:
         """The collection's current, readable images, for planning."""
@@ -87,6 +86,28 @@ class ReadModels:
             {"_id": rendition_doc_id(image_id, kind), "deleted": False}
         )
         return doc
+
+    def deleted_renditions(self, reason: str) -> list[Doc]:
+        """Renditions deleted for `reason` and not generated again since."""
+        query = {"deleted": True, "deleted_reason": reason}
+        return list(self._c("renditions").find(query))
+
+    def removed_image_ids(self) -> set[str]:
+        """Images that were removed from their collections."""
+        return {d["_id"] for d in self._c("images").find({"removed": True}, {"_id": 1})}
+
+    def eviction_order(self, folder_id: str) -> list[Doc]:
+        """A folder's renditions, least recently served (or generated) first."""
+        served: dict[str, float] = {d["_id"]: d["at"] for d in self._db["served"].find({})}
+        docs = list(self.renditions_in(folder_id))
+        docs.sort(key=lambda d: served.get(d["_id"], float(d.get("generated_at") or 0.0)))
+        return docs
+
+    def touch_served(self, image_id: str, kind: str, at: float) -> None:
+        """Remember when a rendition was last served (telemetry for eviction, not an event)."""
+        self._db["served"].update_one(
+            {"_id": rendition_doc_id(image_id, kind)}, {"$max": {"at": at}}, upsert=True
+        )
 
     def renditions_in(self, folder_id: str) -> Iterator[Doc]:
         return iter(self._c("renditions").find({"folder_id": folder_id, "deleted": False}))
@@ -148,6 +169,11 @@ class ReadModels:
         matching = [d for d in cursor if job_status(d) == status]
         return [job_view(d) for d in matching[offset : offset + limit]], len(matching)
 
+    def paused_jobs(self) -> list[Doc]:
+        """Jobs paused and not cancelled."""
+        query = {"total": {"$exists": True}, "paused": True, "cancelled": {"$ne": True}}
+        return [d for d in self._c("job_state").find(query) if job_status(d) == "paused"]
+
     def unfinished_jobs(self) -> list[Doc]:
         """Jobs that are neither finished, paused nor cancelled."""
         docs = self._c("job_state").find({"total": {"$exists": True}, "cancelled": {"$ne": True}})
@@ -159,22 +185,18 @@ class ReadModels:
 
     # -- web queries (pages, counts, metrics) ---------------------------------------
 
-    def ensure_web_indexes(self) -> None:
-        """Indexes for the API's paged lists (idempotent)."""
-        self._c("images").create_index([("collection_id", ASCENDING), ("path", ASCENDING)])
-
     def collections_page(self, offset: int, limit: int) -> tuple[list[Doc], int]:
         """Collections by path; returns (page, total)."""
         total = int(self._c("collections").count_documents({}))
         cursor = self._c("collections").find({}).sort("path", ASCENDING).skip(offset).limit(limit)
         return list(cursor), total
 
-    def images_page(self, collection_id: str, offset: int, limit: int) -> tuple[list[Doc], int]:
-        """A collection's current images by path (unsupported ones included); (page, total)."""
-        query: Doc = {"collection_id": collection_id, "removed": False}
-        total = int(self._c("images").count_documents(query))
-        cursor = self._c("images").find(query).sort("path", ASCENDING).skip(offset).limit(limit)
-        return list(cursor), total
+    def image_order(self, collection_id: str) -> list[tuple[str, str]]:
+        """(path, image id) of a collection's current images, unsorted (one light scan)."""
+        docs = self._c("images").find(
+            {"collection_id": collection_id, "removed": False}, {"path": 1}
+        )
+        return [(str(d["path"]), str(d["_id"])) for d in docs]
 
     def image(self, image_id: str) -> Doc | None:
         doc: Doc | None = self._c("images").find_one({"_id": image_id})
@@ -193,6 +215,28 @@ class ReadModels:
             )
             for k in kinds
         }
+
+    def job_order(self) -> list[tuple[float, str, str]]:
+        """(planned_at, job id, collection id) of every job, unsorted (one light scan)."""
+        docs = self._c("job_state").find(
+            {"total": {"$exists": True}}, {"planned_at": 1, "collection_id": 1}
+        )
+        return [
+            (float(d.get("planned_at", 0.0)), str(d["_id"]), str(d.get("collection_id", "")))
+            for d in docs
+        ]
+
+    def jobs_by_ids(
+        self, ids: Iterable[str], fields: Iterable[str] | None = None
+    ) -> dict[str, Doc]:
+        """Job documents by id (only `fields` when given), looked up by `_id`."""
+        wanted = list(ids)
+        found: dict[str, Doc] = {}
+        projection = dict.fromkeys(fields, 1) if fields is not None else None
+        for n in range(0, len(wanted), 1000):
+            query = {"_id": {"$in": wanted[n : n + 1000]}, "total": {"$exists": True}}
+            found.update((d["_id"], d) for d in self._c("job_state").find(query, projection))
+        return found
 
     def folder_path(self, folder_id: str) -> str | None:
         doc = self._c("folder_stats").find_one({"_id": folder_id}, {"path": 1})

@@ -20,6 +20,7 @@ import json
 import os
 import random
 import secrets
+import sys
 import tempfile
 import threading
 import time
@@ -128,6 +129,10 @@ def _records(events: Sequence[ev.Event], first: int) -> list[dict[str, Any]]:
 # -- the measurements --------------------------------------------------------------------
 
 
+def _say(message: str) -> None:
+    print(f"bench replay: {message}", file=sys.stderr, flush=True)
+
+
 def _rate(count: int, seconds: float) -> float:
     return count / seconds if seconds > 0 else 0.0
 
@@ -171,6 +176,7 @@ def measure(db: Database[Any], outcomes: int, one: int, batch: int, profile: str
     _copy_indexes(db["events"], raw)
     headers, results = workload(outcomes)
     singles, batched = results[:one], results[one:]
+    _say(f"writing {len(headers) + outcomes:,} events twice: to a raw collection and the log")
     log.append_many(headers)
     raw.insert_many(_records(headers, 1))
 
@@ -195,6 +201,7 @@ def measure(db: Database[Any], outcomes: int, one: int, batch: int, profile: str
         raw_many, append_many = raw_many + t1 - t0, append_many + time.perf_counter() - t1
 
     total = log.head()
+    _say(f"reading {total:,} events")
     t0 = time.perf_counter()
     docs = list(db["events"].find().sort("seq"))
     raw_read = time.perf_counter() - t0
@@ -204,6 +211,7 @@ def measure(db: Database[Any], outcomes: int, one: int, batch: int, profile: str
     decode = time.perf_counter() - t0
     pages = _page_reads(db["events"], total, batch)
 
+    _say(f"rebuilding every projection from {total:,} events")
     drop(db, PROJECTIONS)
     projector = Projector(log, db, clock)
     profiler = cProfile.Profile() if profile else None
@@ -233,6 +241,9 @@ def measure(db: Database[Any], outcomes: int, one: int, batch: int, profile: str
         "page_read_ms": pages,
         "project_eps": _rate(position, project),
         "project_seconds": project,
+        "projected_docs": {
+            t: db[t].estimated_document_count() for n in PROJECTIONS for t in PROJECTIONS[n]
+        },
     }
     return out
 
@@ -243,6 +254,7 @@ def measure_live(db: Database[Any], outcomes: int, batch: int) -> Result:
     log = MongoEventLog(db, clock)
     log.ensure_indexes()
     headers, results = workload(outcomes, seed=2)
+    _say(f"appending {outcomes:,} events while a background projector follows")
     log.append_many(headers)
     projector = Projector(log, db, clock)
     stop = threading.Event()
@@ -293,7 +305,7 @@ def _table(r: Result) -> str:
          "raw_insert_many_dps", "raw insert_many"),
         (f"projection rebuild ({r['log_events']:,} events)", "project_eps", "raw_read_dps",
          "raw read by seq"),
-        ("decode records to StoredEvent (CPU only)", "decode_eps", "raw_read_dps",
+        ("decode to StoredEvent (in memory, no I/O)", "decode_eps", "raw_read_dps",
          "raw read by seq"),
     ]  # fmt: skip
     lines = [
@@ -312,8 +324,10 @@ def _table(r: Result) -> str:
         f"\nprojection rebuild took {r['project_seconds']:.1f} s. One page of {r['batch']:,} "
         f"as log.read asks for it: {pages['start']:,.0f} ms at the start, "
         f"{pages['middle']:,.0f} ms in the middle, {pages['end']:,.0f} ms at the end; "
-        f"the first page as a bounded range: {pages['start_bounded']:,.0f} ms"
+        f"the first page as a bounded range: {pages['start_bounded']:,.0f} ms",
     )
+    docs = ", ".join(f"{t} {n:,}" for t, n in r["projected_docs"].items())
+    lines.append(f"read-model documents written: {docs}")
     if "live_events" in r:
         lines.append(
             f"live projection while appending {r['live_events']:,} events in batches "
@@ -344,7 +358,7 @@ def run(argv: list[str], env: Mapping[str, str] | None = None) -> int:
     """Run the benchmark and print a table (or JSON); 0 on success, 2 on bad arguments."""
     args = _parser().parse_args(argv)
     if args.events < 1 or args.batch < 1 or not 0 <= args.one <= args.events:
-        print("imagecache bench replay: need --events >= 1, --batch >= 1, 0 <= --one <= --events")
+        _say("need --events >= 1, --batch >= 1 and 0 <= --one <= --events")
         return 2
     started = time.perf_counter()
     with _server(os.environ if env is None else env) as (uri, server):

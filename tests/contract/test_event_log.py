@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import multiprocessing
 import threading
@@ -78,9 +79,14 @@ def check_concurrent_appends(
         assert got.seq == by_key[key].seq
 
 
+def append_one(log: EventLog) -> int:
+    return log.append(alert(uuid.uuid4().hex)).seq
+
+
 def race(threads: int, call: Callable[[], int]) -> list[int]:
     """Run `call` in several threads released at the same moment; return their results."""
-    start, got = threading.Barrier(threads), []
+    start = threading.Barrier(threads)
+    got: list[int] = []
 
     def run() -> None:
         start.wait()
@@ -323,7 +329,7 @@ class TestMongoEventLog(EventLogContract):
                 log = MongoEventLog(client[name], FakeClock())
 
                 # When they make the log's first appends at the same time
-                got = race(8, lambda log=log: log.append(alert(uuid.uuid4().hex)).seq)
+                got = race(8, functools.partial(append_one, log))
 
                 # Then each one got its own seq, and the counter counted each once
                 assert sorted(got) == list(range(1, 9))

@@ -385,6 +385,15 @@ def test_a_passed_gap_that_fills_late_is_applied_exactly_once(
     assert raw_models(mongo_db) == after_first
     assert_equals_fold(mongo_db, memory_log)
 
+    # When everything is dropped and rebuilt, the late event now in its place
+    live = read_models(mongo_db)
+    drop(mongo_db, ALL)
+    assert drain(Projector(memory_log, mongo_db, clock, batch=BATCH)) == memory_log.head()
+
+    # Then it is applied in order, once, and the result is the live one
+    assert read_models(mongo_db) == live
+    assert "_late" not in raw_models(mongo_db)["job_state"][late.job_id]
+
 
 def test_the_same_batches_applied_twice_change_nothing(
     mongo_db: Database[Any], memory_log: MemoryEventLog, history: list[ev.Event]

@@ -67,7 +67,7 @@ def collides(a: str, b: str) -> bool:
     return a == b or a.startswith(b + ".") or b.startswith(a + ".")
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(change_sequences())
 def test_then_equals_applying_in_order(case: tuple[list[Change], Doc | None]) -> None:
     # Given a sequence of changes to one document, and the document (or none) before them
@@ -82,7 +82,7 @@ def test_then_equals_applying_in_order(case: tuple[list[Change], Doc | None]) ->
     assert at_once == one_by_one
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(change_sequences())
 def test_merged_update_names_each_field_once(case: tuple[list[Change], Doc | None]) -> None:
     # Given a sequence of changes to one document
@@ -177,4 +177,21 @@ def test_pairs_no_single_update_expresses_are_refused(
     # When they are merged
     # Then the merge is refused rather than producing a wrong or conflicting update
     with pytest.raises(ValueError, match="'x'"):
+        Change("t", doc_id, **first).then(Change("t", doc_id, **later))
+
+
+@pytest.mark.parametrize(
+    ("first", "later"),
+    [
+        ({"set": {"failures": {}}}, {"inc": {"failures.corrupt": 1}}),
+        ({"inc": {"by_kind.cache.generated": 1}}, {"set": {"by_kind": {}}}),
+    ],
+)
+def test_overlapping_paths_are_refused(first: dict[str, Any], later: dict[str, Any]) -> None:
+    # Given a change to a sub-document and a later change to a path inside or around it
+    doc_id = uuid.uuid4().hex
+
+    # When they are merged
+    # Then the merge is refused: MongoDB rejects both paths in one update
+    with pytest.raises(ValueError, match="overlap"):
         Change("t", doc_id, **first).then(Change("t", doc_id, **later))

@@ -1,0 +1,89 @@
+"""`imagecache scheduler`: maintenance on a schedule (APScheduler), with the projector running.
+
+Each task is also a CLI command; schedules and thresholds are settings:
+
+| task | setting (seconds) | default |
+|---|---|---|
+| recover stale jobs | IMAGECACHE_RECOVER_EVERY | 60 |
+| failure-rate alerts | IMAGECACHE_ALERTS_EVERY | 60 |
+| capacity enforcement | IMAGECACHE_CAPACITY_EVERY | 600 |
+| statistics reconciliation | IMAGECACHE_RECONCILE_EVERY | 3600 |
+| missing-file repair | IMAGECACHE_REPAIR_EVERY | 86400 |
+| orphan cleanup | IMAGECACHE_CLEANUP_EVERY | 86400 |
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from ops import maintenance
+from ops.bootstrap import App
+
+log = logging.getLogger("imagecache.scheduler")
+
+DEFAULTS = {
+    "recover": 60,
+    "alerts": 60,
+    "capacity": 600,
+    "reconcile": 3600,
+    "repair": 86_400,
+    "cleanup": 86_400,
+}
+
+
+def tasks(app: App) -> dict[str, Callable[[], Any]]:
+    """The maintenance tasks, bound to an App and its settings."""
+    s = app.settings
+    return {
+        "recover": lambda: maintenance.recover(app, stale_after=s.stale_after),
+        "alerts": lambda: maintenance.failure_alerts(
+            app, threshold=s.alert_threshold, webhook=s.alert_webhook
+        ),
+        "capacity": lambda: maintenance.enforce_capacity(app),
+        "reconcile": lambda: maintenance.reconcile(app),
+        "repair": lambda: maintenance.repair_missing(app),
+        "cleanup": lambda: maintenance.cleanup(app, dry_run=False, older_than_days=s.orphan_days),
+    }
+
+
+def _guarded(name: str, task: Callable[[], Any]) -> Callable[[], None]:
+    def run() -> None:
+        try:
+            result = task()
+            log.info("%s done: %s", name, _short(result))
+        except Exception:
+            log.exception("%s failed; it runs again at its next time", name)
+
+    return run
+
+
+def _short(result: Any) -> str:
+    text = repr(result)
+    return text if len(text) < 300 else text[:297] + "..."
+
+
+def run_scheduler(app: App, env: Mapping[str, str], stop: threading.Event) -> int:
+    """Run every task on its interval until `stop` is set."""
+    scheduler = BackgroundScheduler()
+    for name, task in tasks(app).items():
+        every = int(env.get(f"IMAGECACHE_{name.upper()}_EVERY", DEFAULTS[name]))
+        if every <= 0:
+            log.info("%s is off (IMAGECACHE_%s_EVERY=0)", name, name.upper())
+            continue
+        scheduler.add_job(
+            _guarded(name, task), "interval", seconds=every, id=name,
+            max_instances=1, coalesce=True,
+        )  # fmt: skip
+        log.info("%s every %d s", name, every)
+    app.start_projector()
+    scheduler.start()
+    try:
+        stop.wait()
+    finally:
+        scheduler.shutdown(wait=True)
+    return 0

@@ -1,0 +1,188 @@
+"""Chaos: kill workers, restart the broker and the database, fill a disk, plant debris.
+
+Each test runs against the real RabbitMQ and MongoDB-wire server started by
+./ops/test, with real worker processes, and is bounded in time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.chaos.conftest import check_invariants, small_library, stop, wait_for_progress
+from tests.e2e.conftest import REPO, Imagecache
+
+pytestmark = pytest.mark.e2e
+
+
+def _worker(ic: Imagecache) -> subprocess.Popen[str]:
+    return ic.start("worker", "--processes", "1", "--threads", "2")
+
+
+def _up_background(ic: Imagecache, lib: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*ic_cmd(), "up", str(lib), "--no-serve", "--no-worker", "--json"],
+        cwd=REPO, env=ic.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def ic_cmd() -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "ops.cli"]
+
+
+def _finish(up: subprocess.Popen[str], timeout: float = 300) -> dict[str, int]:
+    out, err = up.communicate(timeout=timeout)
+    assert up.returncode == 0, err[-3000:]
+    return dict(json.loads(out))
+
+
+def test_kill_worker_twenty_times_mid_job(tmp_path: Path, distributed: Imagecache) -> None:
+    # Given a job of 2,000 images and one worker process
+    lib = small_library(tmp_path / "library", 2000)
+    ic = Imagecache(dict(distributed.env, IMAGECACHE_BATCH_SIZE="4"))
+    worker = _worker(ic)
+    up = _up_background(ic, lib)
+    rng = random.Random(7)
+    try:
+        wait_for_progress(ic.env, 1)
+        # When the worker is killed with SIGKILL 20 times at random moments, restarted each time
+        for _ in range(20):
+            time.sleep(rng.uniform(0.3, 1.2))
+            worker.send_signal(signal.SIGKILL)
+            worker.wait(timeout=10)
+            worker = _worker(ic)
+        # (the kills really were mid-job: work was still left after the last one)
+        assert wait_for_progress(ic.env, 0) < 4000
+        summary = _finish(up)
+    finally:
+        out = stop(worker)
+    # Then the job finished, nothing was lost or counted twice, nothing half-written remains
+    assert summary["generated"] == 4000 and summary["failed"] == 0, out[-2000:]
+    jobs = check_invariants(ic, tmp_path / "var" / "cache")
+    assert [j["status"] for j in jobs["jobs"]] == ["finished"]
+
+
+@pytest.mark.parametrize("service", ["rabbitmq", "mongo"])
+def test_restart_a_service_mid_job(
+    tmp_path: Path, distributed: Imagecache, services_dir: Path, service: str
+) -> None:
+    # Given a job under way
+    lib = small_library(tmp_path / "library", 600)
+    ic = Imagecache(dict(distributed.env, IMAGECACHE_BATCH_SIZE="4"))
+    worker = _worker(ic)
+    up = _up_background(ic, lib)
+    try:
+        wait_for_progress(ic.env, 100)
+        # When the service restarts
+        restart = subprocess.run(
+            [str(REPO / "ops" / "services" / service), "restart", str(services_dir / service)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert restart.returncode == 0, restart.stderr
+        # Then the workers reconnect and the job finishes exactly once
+        summary = _finish(up)
+    finally:
+        out = stop(worker)
+    assert summary["generated"] == 1200 and summary["failed"] == 0, out[-3000:]
+    check_invariants(ic, tmp_path / "var" / "cache")
+
+
+def _mount_tmpfs(path: Path, size: str) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+    )
+    if done.returncode != 0:
+        if os.environ.get("IMAGECACHE_REQUIRE_SERVICES") == "1" or os.environ.get("CI"):
+            pytest.fail(f"cannot mount a small filesystem: {done.stderr!r}")
+        pytest.skip("mounting a tmpfs needs root")
+
+
+def test_cache_folder_out_of_space_pauses_then_completes(
+    tmp_path: Path, distributed: Imagecache
+) -> None:
+    # Given the only cache folder is a 1 MiB filesystem, too small for the job
+    small = tmp_path / "small"
+    _mount_tmpfs(small, "1m")
+    try:
+        lib = small_library(tmp_path / "library", 80, size=(1600, 1200))
+        ic = Imagecache(dict(distributed.env, IMAGECACHE_CACHE_DIR=str(small)))
+        worker = _worker(ic)
+        try:
+            # When the job runs, the folder fills: the job pauses, nothing is half-written
+            summary = json.loads(
+                ic.run("up", str(lib), "--no-serve", "--no-worker", "--json").stdout
+            )
+            jobs = json.loads(ic.run("jobs", "list", "--json").stdout)["jobs"]
+            assert [j["status"] for j in jobs] == ["paused"]
+            assert summary["generated"] < 160
+            assert not [p for p in small.rglob("*") if p.name.endswith(".tmp-imagecache")]
+
+            # When space is freed (the filesystem grows), recovery resumes the job
+            subprocess.run(["mount", "-o", "remount,size=64m", str(small)], check=True)
+            assert ic.run("recover").returncode == 0
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                jobs = json.loads(ic.run("jobs", "list", "--json").stdout)["jobs"]
+                if jobs[0]["status"] == "finished":
+                    break
+                time.sleep(1)
+        finally:
+            stop(worker)
+        # Then it completes, exactly once
+        assert jobs[0]["status"] == "finished", jobs
+        assert jobs[0]["generated"] == 160 and jobs[0]["failed"] == 0
+        check_invariants(ic, small)
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+def test_cleanup_and_reconcile_fix_planted_debris(tmp_path: Path, embedded: Imagecache) -> None:
+    # Given a generated library
+    lib = small_library(tmp_path / "library", 30)
+    cache = tmp_path / "var" / "cache"
+    assert embedded.run("up", str(lib), "--no-serve", "--json").returncode == 0
+    # And planted orphans (old), deleted rendition files, and so wrong statistics
+    old = time.time() - 10 * 86_400
+    stray = cache / "cache" / "ab" / "cd" / ("abcd" + "0" * 28 + ".jpg")
+    stray.parent.mkdir(parents=True, exist_ok=True)
+    stray.write_bytes(b"x" * 1000)
+    junk = cache / "notes.txt"
+    junk.write_bytes(b"y" * 500)
+    for p in (stray, junk):
+        os.utime(p, (old, old))
+    files = sorted(p for p in (cache / "thumbnail").rglob("*.jpg"))
+    for p in files[:3]:
+        p.unlink()
+
+    # When reconcile runs, the missing files are recorded one by one, and the rest of the
+    # drift (the two planted files) is found and corrected through an event
+    report = json.loads(embedded.run("reconcile", "--json").stdout)
+    before = report["folders"][0]
+    assert report["missing_files"] == 3
+    assert before["drift"] and before["measured_files"] == before["projected_files"] + 2
+    # And a dry-run cleanup lists the orphans without deleting them
+    dry = json.loads(embedded.run("cleanup", "--dry-run", "--json").stdout)["folders"][0]
+    assert dry["files"] == 2 and dry["by_reason"] == {"orphan": 2}
+    assert stray.exists() and junk.exists()
+    # And cleanup deletes them, repair re-plans the missing files
+    done = json.loads(embedded.run("cleanup", "--json").stdout)["folders"][0]
+    assert done["files"] == 2 and not stray.exists() and not junk.exists()
+    repaired = json.loads(embedded.run("repair", "--json").stdout)
+    assert repaired["missing"] == 3
+    assert embedded.run("up", str(lib), "--no-serve", "--json").returncode == 0
+
+    # Then the files are back, statistics match the disk and equal a fresh replay
+    assert all(p.exists() for p in files[:3])
+    after = json.loads(embedded.run("reconcile", "--json").stdout)["folders"][0]
+    assert not after["drift"]
+    assert embedded.run("replay", "verify").returncode == 0
