@@ -20,7 +20,8 @@ class EventLog(Protocol):
         ...
 
     def read(self, after: int = 0, limit: int = 1000) -> list[StoredEvent]:
-        """Events with seq > after, ascending; there may be gaps not yet committed."""
+        """Events with after < seq <= after + limit, ascending; positions not (yet)
+        committed are missing, so a page may be shorter than `limit`."""
         ...
 
     def head(self) -> int:
@@ -37,6 +38,10 @@ class EventLog(Protocol):
 
     def stream(self, stream: str, after: int = 0, limit: int = 1000) -> list[StoredEvent]:
         """Events of one stream with seq > after, ascending."""
+        ...
+
+    def job_outcomes(self, job_id: str) -> Iterator[tuple[str, str, str, str]]:
+        """Every terminal outcome of a job as (type, image id, kind, error class or "")."""
         ...
 
     def of_image(self, image_id: str, limit: int = 1000) -> list[StoredEvent]:

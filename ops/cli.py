@@ -74,9 +74,11 @@ def _serve(app: App, port: int, *, started: bool) -> int:
     import uvicorn
 
     from web.app import create_app
+    from web.auth import load_or_create_token
 
     app.start_projector()
     print(f"serving on http://{app.settings.host}:{port} (Ctrl-C to stop)", flush=True)
+    print(f"API token: {load_or_create_token(app.settings)}", flush=True)
     uvicorn.run(create_app(app), host=app.settings.host, port=port, log_level="warning")
     return 0
 
@@ -480,7 +482,9 @@ def build_parser() -> argparse.ArgumentParser:
     rsub.add_parser("import").add_argument("file")
 
     bench = cmd("bench", None, "benchmarks (see ops/bench)")
-    bench.add_argument("name", choices=["replay", "render", "pipeline", "plan"])
+    bench.add_argument(
+        "name", choices=["replay", "render", "pipeline", "plan", "recovery", "cleanup", "serve"]
+    )
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     bench.set_defaults(plain=_bench)
     return p

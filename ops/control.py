@@ -40,20 +40,18 @@ def _header(app: App, job_id: str) -> ev.JobPlanned:
 
 def job_progress(app: App, job_id: str) -> tuple[list[str], dict[str, set[str]], dict[str, str]]:
     """(planned image ids, kinds with an outcome per image, failure class per failed image)."""
+    header = _header(app, job_id)
     planned: list[str] = []
+    for page in range(header.pages):
+        found = app.events.by_key(f"job:{job_id}:images:{page}")
+        if found is not None and isinstance(found.event, ev.JobImagesPlanned):
+            planned.extend(found.event.image_ids)
     done: dict[str, set[str]] = defaultdict(set)
     failed: dict[str, str] = {}
-    after = 0
-    while batch := app.events.stream(f"job:{job_id}", after=after, limit=10_000):
-        for s in batch:
-            e = s.event
-            if isinstance(e, ev.JobImagesPlanned):
-                planned.extend(e.image_ids)
-            elif isinstance(e, ev.Outcome):
-                done[e.image_id].add(e.kind)
-                if isinstance(e, ev.RenditionFailed):
-                    failed[e.image_id] = e.error_class
-        after = batch[-1].seq
+    for kind_of_event, image, kind, error in app.events.job_outcomes(job_id):
+        done[image].add(kind)
+        if kind_of_event == "RenditionFailed":
+            failed[image] = error
     return planned, done, failed
 
 
@@ -64,9 +62,8 @@ def remaining_images(app: App, job_id: str) -> list[str]:
     return [i for i in planned if not kinds <= done.get(i, set())]
 
 
-def _sources(app: App, cid: str, ids: list[str]) -> list[SourceImage]:
-    wanted = set(ids)
-    return [i for i in app.read.source_images(cid) if i.image_id in wanted]
+def _sources(app: App, ids: list[str]) -> list[SourceImage]:
+    return app.read.source_images_by_id(ids)
 
 
 def resend_remaining(app: App, job_id: str) -> int:
@@ -79,7 +76,7 @@ def resend_remaining(app: App, job_id: str) -> int:
     if collection is None:
         raise UnknownCollection(f"job {job_id} names a collection that is gone")
     specs = [RenditionSpec.from_dict(header.specs[k]) for k in header.kinds]
-    sources = _sources(app, header.collection_id, left)
+    sources = _sources(app, left)
     known = {s.image_id for s in sources}
     missing = [i for i in left if i not in known]
     if missing:
@@ -152,7 +149,7 @@ def retry_failed(app: App, job_id: str) -> dict[str, Any]:
     held = quarantined(
         app.read.plan_inputs(header.collection_id).failures, app.settings.quarantine_after
     )
-    sources = _sources(app, header.collection_id, sorted(set(failed) - held))
+    sources = _sources(app, sorted(set(failed) - held))
     if not sources:
         raise InvalidInput(
             f"every failed image of job {job_id} is quarantined or gone",

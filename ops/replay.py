@@ -20,13 +20,14 @@ SHADOW = "shadow_"
 
 
 def all_events(app: App, until: int | None = None) -> Iterator[StoredEvent]:
-    after = 0
-    while batch := app.events.read(after=after, limit=5000):
+    after, head = 0, app.events.head()
+    while after < head:
+        batch = app.events.read(after=after, limit=5000)
         for s in batch:
             if until is not None and s.seq > until:
                 return
             yield s
-        after = batch[-1].seq
+        after = batch[-1].seq if batch else after + 5000
 
 
 def rebuild(app: App, names: Sequence[str]) -> int:
@@ -35,8 +36,12 @@ def rebuild(app: App, names: Sequence[str]) -> int:
     if unknown:
         raise InvalidInput(f"unknown projection {sorted(unknown)[0]!r}; one of {list(PROJECTIONS)}")
     drop(app.db, names)
-    projector = Projector(app.events, app.db, app.clock, projections=names, gap_timeout=1.0)
-    return projector.catch_up()
+    projector = Projector(
+        app.events, app.db, app.clock, projections=names, gap_timeout=1.0, batch=5000
+    )
+    position = projector.catch_up()
+    app.read.ensure_indexes()  # dropping the collections dropped their indexes
+    return position
 
 
 def _clean(doc: dict[str, Any]) -> dict[str, Any]:
@@ -50,7 +55,9 @@ def verify(app: App, attempts: int = 3) -> tuple[int, list[str]]:
     for _ in range(attempts):
         position = app.projector.catch_up()
         drop(app.db, list(PROJECTIONS), prefix=SHADOW)
-        shadow = Projector(app.events, app.db, app.clock, prefix=SHADOW, gap_timeout=1.0)
+        shadow = Projector(
+            app.events, app.db, app.clock, prefix=SHADOW, gap_timeout=1.0, batch=5000
+        )
         shadow.catch_up(until=position)
         if app.projector.position() != position:
             continue  # the live projections moved on while we rebuilt: compare again

@@ -9,7 +9,7 @@ stay contiguous and readers never wait for a duplicate.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from pymongo import ASCENDING, ReturnDocument
@@ -21,6 +21,7 @@ from domain.events import Event, SeqVoided, StoredEvent, stored
 from domain.ports import Clock
 
 COUNTER_ID = "events"
+OUTCOME_TYPES = ("RenditionGenerated", "RenditionSkipped", "RenditionFailed")
 
 
 def _record(s: StoredEvent) -> dict[str, Any]:
@@ -103,7 +104,12 @@ class MongoEventLog:
         return records
 
     def read(self, after: int = 0, limit: int = 1000) -> list[StoredEvent]:
-        cursor = self._events.find({"seq": {"$gt": after}}).sort("seq", ASCENDING).limit(limit)
+        # Bounded by seq, not only by limit: SecantusDB applies a limit after fetching the
+        # whole rest of the range, which made paging through the log quadratic. Positions
+        # have no holes but uncommitted ones, so the bound loses nothing; a gap only makes
+        # the page shorter, and readers already handle that.
+        query = {"seq": {"$gt": after, "$lte": after + limit}}
+        cursor = self._events.find(query).sort("seq", ASCENDING).limit(limit)
         return [_load(d) for d in cursor]
 
     def head(self) -> int:
@@ -127,6 +133,14 @@ class MongoEventLog:
         # Sorted here: SecantusDB 0.7.0b3 returns an indexed `$in` in list order despite .sort().
         found = [_load(d) for d in self._events.find({"seq": {"$in": sorted(set(wanted))}})]
         return sorted(found, key=lambda s: s.seq)
+
+    def job_outcomes(self, job_id: str) -> Iterator[tuple[str, str, str, str]]:
+        # Only the fields recovery needs, without building events: a job may have millions.
+        query = {"stream": f"job:{job_id}", "type": {"$in": list(OUTCOME_TYPES)}}
+        fields = {"_id": 0, "type": 1, "data.image_id": 1, "data.kind": 1, "data.error_class": 1}
+        for d in self._events.find(query, fields).batch_size(10_000):
+            data = d["data"]
+            yield d["type"], data["image_id"], data["kind"], data.get("error_class", "")
 
     def of_image(self, image_id: str, limit: int = 1000) -> list[StoredEvent]:
         """Outcome and deletion events of one image, ascending."""

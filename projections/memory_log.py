@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from domain.errors import ImportRefused
-from domain.events import Event, SeqVoided, StoredEvent, stored
+from domain.events import Event, Outcome, RenditionFailed, SeqVoided, StoredEvent, stored
 from domain.ports import Clock
 
 
@@ -44,7 +44,7 @@ class MemoryEventLog:
 
     def read(self, after: int = 0, limit: int = 1000) -> list[StoredEvent]:
         with self._lock:
-            seqs = sorted(s for s in self._by_seq if s > after)[:limit]
+            seqs = sorted(s for s in self._by_seq if after < s <= after + limit)
             return [self._by_seq[s] for s in seqs]
 
     def head(self) -> int:
@@ -60,6 +60,12 @@ class MemoryEventLog:
         with self._lock:
             found = [e for s, e in sorted(self._by_seq.items()) if s > after and e.stream == stream]
         return found[:limit]
+
+    def job_outcomes(self, job_id: str) -> Iterator[tuple[str, str, str, str]]:
+        for e in self.stream(f"job:{job_id}", limit=1 << 62):
+            if isinstance(e.event, Outcome):
+                error = e.event.error_class if isinstance(e.event, RenditionFailed) else ""
+                yield e.type, e.event.image_id, e.event.kind, error
 
     def of_image(self, image_id: str, limit: int = 1000) -> list[StoredEvent]:
         with self._lock:

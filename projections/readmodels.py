@@ -62,6 +62,22 @@ class ReadModels:
         out.images.sort(key=lambda i: i.path)
         return out
 
+    def source_images_by_id(self, ids: list[str], chunk: int = 5000) -> list[SourceImage]:
+        """The given images, if still present and readable, in the order given."""
+        found: dict[str, SourceImage] = {}
+        fields = {"path": 1, "size": 1, "mtime": 1}
+        for start in range(0, len(ids), chunk):
+            query = {
+                "_id": {"$in": ids[start : start + chunk]},
+                "removed": False,
+                "supported": True,
+            }
+            for d in self._c("images").find(query, fields):
+                found[d["_id"]] = SourceImage(
+                    d["_id"], d["path"], int(d["size"]), float(d["mtime"])
+                )
+        return [found[i] for i in ids if i in found]
+
     def source_images(self, collection_id: str) -> list[SourceImage]:
         """The collection's current, readable images, for planning."""
         return [

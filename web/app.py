@@ -1,87 +1,102 @@
-"""The Starlette application: JSON API under /api/v1 over the read models.
+"""The Starlette application: the JSON API under /api/v1, the page at /, and /metrics.
 
-Endpoints are plain functions: Starlette runs them in its thread pool, so the
-blocking MongoDB driver never stalls the event loop.
+Each endpoint is declared once in a route table (web/routes_*.py); the table
+gives both the routes and the OpenAPI document. Handlers run in Starlette's
+thread pool, so the blocking MongoDB driver never stalls the event loop.
+Errors become `application/problem+json` in one place (web/problems.py).
 """
 
 from __future__ import annotations
 
-import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
+from starlette.responses import FileResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
 
-from domain.errors import ImageCacheError, InvalidInput, ServiceUnavailable
+from domain.errors import ImageCacheError
 from ops.bootstrap import App
-from web.responses import JSON, problem
+from web import (
+    metrics,
+    problems,
+    routes_collections,
+    routes_folders,
+    routes_images,
+    routes_jobs,
+    routes_misc,
+)
+from web.auth import TokenAuth, load_or_create_token
+from web.endpoint import Endpoint, route
+from web.openapi import document
+from web.orders import ImageOrder, JobOrder
+from web.responses import JSON
+from web.routes_images import FolderRoots, RenditionCache, ServedLog
+from web.routes_misc import service_version
+from web.settings import WebSettings
 
-log = logging.getLogger("imagecache.web")
+STATIC = Path(__file__).parent / "static"
 
 
-def _int_param(request: Request, name: str, default: int, high: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    if not raw.isdigit() or not 0 <= int(raw) <= high:
-        raise InvalidInput(f"{name} must be a whole number from 0 to {high}")
-    return int(raw)
+def endpoints() -> list[Endpoint]:
+    """Every API operation, in routing order."""
+    return [
+        *routes_misc.ENDPOINTS,
+        *routes_collections.ENDPOINTS,
+        *routes_jobs.ENDPOINTS,
+        *routes_folders.endpoints(),
+        *routes_images.ENDPOINTS,
+    ]
 
 
-def create_app(app: App) -> Starlette:
-    """The web application over a wired App."""
+def create_app(app: App, env: Mapping[str, str] | None = None) -> Starlette:
+    """The web application over a wired App; settings of its own come from `env`."""
+    env = os.environ if env is None else env
+    web = WebSettings.from_env(env, load_or_create_token(app.settings, env))
+    table = endpoints()
+    state: dict[str, Any] = {
+        "roots": FolderRoots(app),
+        "jobs": JobOrder(app),
+        "images": ImageOrder(app),
+        "served": ServedLog(app),
+        "renditions": RenditionCache(app),
+    }
+    openapi = document(table, service_version())
+    registry = metrics.make_registry(app)
 
-    def health(request: Request) -> Response:
-        try:
-            app.db.command("ping")
-        except Exception:
-            return problem(503, "database unavailable", "MongoDB did not answer the health check")
-        return JSON(
-            {
-                "status": "ok",
-                "head": app.events.head(),
-                "projected": app.projector.position(),
-                "lag": app.projector.lag(),
-            }
-        )
+    async def openapi_json(request: Request) -> Response:
+        return JSON(openapi)
 
-    def processing_jobs(request: Request) -> Response:
-        status = request.query_params.get("status")
-        offset = _int_param(request, "offset", 0, 10**9)
-        limit = _int_param(request, "limit", 50, 1000)
-        jobs, total = app.read.jobs(
-            status=status,
-            collection_id=request.query_params.get("collection"),
-            offset=offset,
-            limit=limit,
-        )
-        return JSON({"total": total, "offset": offset, "limit": limit, "jobs": jobs})
+    async def prometheus(request: Request) -> Response:
+        body = await run_in_threadpool(metrics.render, registry)
+        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    def folder_statistics(request: Request) -> Response:
-        return JSON({"folders": app.read.folders()})
+    async def page(request: Request) -> Response:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
-    async def on_error(request: Request, exc: Exception) -> Response:
-        if isinstance(exc, InvalidInput):
-            return problem(400, "invalid request", str(exc))
-        if isinstance(exc, ServiceUnavailable):
-            return problem(503, "service unavailable", str(exc))
-        if isinstance(exc, ImageCacheError):
-            return problem(500, "request failed", str(exc))
-        log.exception("unhandled error on %s", request.url.path)
-        return problem(500, "internal error", "the server failed; see its log for details")
-
-    async def on_http(request: Request, exc: Any) -> Response:
-        assert isinstance(exc, HTTPException)
-        return problem(exc.status_code, str(exc.detail), f"{request.url.path}: {exc.detail}")
-
-    routes = [
-        Route("/api/v1/health", health),
-        Route("/api/v1/cache/processing-jobs", processing_jobs),
-        Route("/api/v1/cache/folders/statistics", folder_statistics),
+    routes: list[BaseRoute] = [
+        Route("/", page, methods=["GET"]),
+        Route("/api/v1/openapi.json", openapi_json, methods=["GET"]),
+        Route("/metrics", prometheus, methods=["GET"]),
+        *(route(e, app, web, state) for e in table),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     return Starlette(
-        routes=routes, exception_handlers={Exception: on_error, HTTPException: on_http}
+        routes=routes,
+        middleware=[Middleware(TokenAuth, web=web)],
+        # Expected errors are answered by Starlette's ExceptionMiddleware; anything else
+        # reaches ServerErrorMiddleware, which answers the same way and logs the trace.
+        exception_handlers={
+            HTTPException: problems.handle,
+            ImageCacheError: problems.handle,
+            problems.HTTPProblem: problems.handle,
+            Exception: problems.handle,
+        },
     )

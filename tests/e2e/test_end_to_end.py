@@ -100,6 +100,3 @@ def test_clear_errors_for_bad_paths_and_ports(tmp_path: Path, embedded: Imagecac
         busy = embedded.run("serve", "--port", str(port))
     assert busy.returncode == 1
     assert f"port {port}" in busy.stderr and "in use" in busy.stderr
-    # A command that is not built yet says so and exits 2
-    later = embedded.run("bench", "pipeline")
-    assert later.returncode == 2 and "not yet available" in later.stderr

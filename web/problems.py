@@ -1,0 +1,87 @@
+"""Errors to HTTP, in one place: every failure becomes an `application/problem+json` answer.
+
+A problem says what went wrong and what to do. It never carries a stack trace,
+and the messages written here for file serving never name a filesystem path.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from domain.errors import (
+    ImageCacheError,
+    InvalidInput,
+    PathOutsideRoots,
+    ServiceUnavailable,
+    UnknownCollection,
+    UnknownFolder,
+    UnknownJob,
+)
+from web.responses import problem
+
+log = logging.getLogger("imagecache.web")
+
+
+class HTTPProblem(Exception):
+    """An answer the web layer chose on purpose (404 for a missing file, 409, 413, ...)."""
+
+    def __init__(self, status: int, title: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.title = title
+        self.detail = detail
+
+
+class Conflict(HTTPProblem):
+    def __init__(self, detail: str) -> None:
+        super().__init__(409, "conflict", detail)
+
+
+class NotFound(HTTPProblem):
+    def __init__(self, detail: str) -> None:
+        super().__init__(404, "not found", detail)
+
+
+class BodyTooLarge(HTTPProblem):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, "request body too large", f"send at most {limit} bytes")
+
+
+def _type(status: int) -> str:
+    return f"https://imagecache.invalid/problems/{status}"
+
+
+def to_response(exc: Exception, path: str) -> Response:
+    """The problem answer for any exception raised while serving `path`."""
+    if isinstance(exc, HTTPProblem):
+        return problem(exc.status, exc.title, exc.detail, _type(exc.status))
+    if isinstance(exc, UnknownCollection | UnknownFolder | UnknownJob):
+        return problem(404, "not found", str(exc), _type(404))
+    if isinstance(exc, PathOutsideRoots):
+        return problem(400, "path outside the library roots", str(exc), _type(400))
+    if isinstance(exc, InvalidInput):
+        return problem(400, "invalid request", str(exc), _type(400))
+    if isinstance(exc, ServiceUnavailable):
+        # Its message may carry a connection URI with credentials: log it, do not send it.
+        log.error("service unavailable on %s: %s", path, exc)
+        detail = "a service imagecache depends on did not answer; retry, and see the server log"
+        return problem(503, "service unavailable", detail, _type(503))
+    if isinstance(exc, HTTPException):
+        return problem(
+            exc.status_code, str(exc.detail), f"{exc.detail}: {path}", _type(exc.status_code)
+        )
+    if isinstance(exc, ImageCacheError):
+        log.error("request failed on %s: %s", path, exc)
+        detail = "the request failed; see the server log for details"
+        return problem(500, "request failed", detail, _type(500))
+    log.error("unhandled error on %s", path, exc_info=exc)
+    return problem(500, "internal error", "the server failed; see its log for details", _type(500))
+
+
+async def handle(request: Request, exc: Exception) -> Response:
+    """Starlette exception handler: map anything to a problem answer."""
+    return to_response(exc, request.url.path)
