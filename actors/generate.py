@@ -53,7 +53,12 @@ class Generator:
             log.info("job %s is %s: message dropped", job_id, state)
             return {}
         specs = [RenditionSpec.from_dict(s) for s in message["specs"]]
-        items = [SourceImage(i, p, int(s), float(m)) for i, p, s, m in message["items"]]
+        if "ids" in message:  # re-sent by recovery: look the images up now
+            items = self.read.source_images_by_id(list(message["ids"]))
+            found = {x.image_id for x in items}
+            self._gone(message, [i for i in message["ids"] if i not in found], specs)
+        else:
+            items = [SourceImage(i, p, int(s), float(m)) for i, p, s, m in message["items"]]
         keys = {
             (i.image_id, s.kind): ev.outcome_key(job_id, i.image_id, s.kind)
             for i in items
@@ -83,6 +88,21 @@ class Generator:
             for o in outcomes:
                 counts[_status(o)] += 1
         return counts
+
+    def _gone(self, message: Mapping[str, Any], ids: list[str], specs: list[RenditionSpec]) -> None:
+        """Images removed from their collection since the job was planned: failed, once."""
+        if ids:
+            self.events.append_many(
+                [
+                    ev.RenditionFailed(
+                        message["job_id"], i, message["collection_id"], s.kind, "source_missing",
+                        "the image was removed from its collection after the job was planned",
+                        first_of_image=n == 0,
+                    )
+                    for i in ids
+                    for n, s in enumerate(specs)
+                ]
+            )  # fmt: skip
 
     def _one(
         self, message: Mapping[str, Any], image: SourceImage, specs: list[RenditionSpec],

@@ -65,6 +65,25 @@ def messages_for(
     ]
 
 
+def id_messages_for(
+    job_id: str, collection: Mapping[str, Any], specs: Sequence[RenditionSpec],
+    image_ids: Sequence[str], batch_size: int, *, force: bool,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Messages naming images by id only; the worker reads their path and fingerprint."""
+    head = {
+        "job_id": job_id,
+        "collection_id": collection["_id"],
+        "path": collection["path"],
+        "source": collection["source"],
+        "specs": [s.to_dict() for s in specs],
+        "force": force,
+    }
+    return [
+        {**head, "ids": list(image_ids[n : n + batch_size])}
+        for n in range(0, len(image_ids), batch_size)
+    ]
+
+
 def request_bulk(
     events: EventLog,
     read: ReadModels,

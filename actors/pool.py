@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -41,6 +43,22 @@ def tune_process() -> None:
     core.set_blocks_max(4)
 
 
+def _render_process(owner: int) -> None:
+    """Initializer of a render process: tuned, and gone when its owner is gone (SIGKILL
+    included), so a killed `up` leaves no orphaned render processes behind."""
+    tune_process()
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(owner, 0)
+            except ProcessLookupError:
+                os._exit(0)
+
+    threading.Thread(target=watch, name="owner-watch", daemon=True).start()
+
+
 class PoolRenderer:
     """Renders in a pool of `processes` worker processes; a crashed pool is replaced."""
 
@@ -52,7 +70,10 @@ class PoolRenderer:
     def _new_pool(self) -> ProcessPoolExecutor:
         # forkserver: children start clean, without the parent's threads and connections.
         context = multiprocessing.get_context("forkserver")
-        return ProcessPoolExecutor(self._processes, mp_context=context, initializer=tune_process)
+        return ProcessPoolExecutor(
+            self._processes, mp_context=context, initializer=_render_process,
+            initargs=(os.getpid(),),
+        )  # fmt: skip
 
     def __call__(
         self, collection_path: str, source: str, member: str,

@@ -12,7 +12,7 @@ import uuid
 from collections import defaultdict
 from typing import Any
 
-from actors.plan import messages_for, plan_job
+from actors.plan import id_messages_for, messages_for, plan_job
 from domain import events as ev
 from domain.errors import InvalidInput, UnknownCollection, UnknownJob
 from domain.planning import SourceImage, quarantined
@@ -76,24 +76,11 @@ def resend_remaining(app: App, job_id: str) -> int:
     if collection is None:
         raise UnknownCollection(f"job {job_id} names a collection that is gone")
     specs = [RenditionSpec.from_dict(header.specs[k]) for k in header.kinds]
-    sources = _sources(app, left)
-    known = {s.image_id for s in sources}
-    missing = [i for i in left if i not in known]
-    if missing:
-        # Images removed from the library since planning: record them as failed, once.
-        app.events.append_many(
-            [
-                ev.RenditionFailed(
-                    job_id, i, header.collection_id, k, "source_missing",
-                    "the image was removed from its collection after the job was planned",
-                )
-                for i in missing
-                for k in header.kinds
-            ]
-        )  # fmt: skip
+    # Ids only: each worker looks up its own small batch (large `$in` lists are slow on
+    # SecantusDB, and recovery then reads no image documents at all).
     app.actors.publish(
-        messages_for(
-            job_id, collection, specs, sources, app.settings.batch_size,
+        id_messages_for(
+            job_id, collection, specs, left, app.settings.batch_size,
             force=_was_forced(app, header),
         )
     )  # fmt: skip

@@ -136,11 +136,11 @@ class MongoEventLog:
 
     def job_outcomes(self, job_id: str) -> Iterator[tuple[str, str, str, str]]:
         # Only the fields recovery needs, without building events: a job may have millions.
-        query = {"stream": f"job:{job_id}", "type": {"$in": list(OUTCOME_TYPES)}}
-        fields = {"_id": 0, "type": 1, "data.image_id": 1, "data.kind": 1, "data.error_class": 1}
-        for d in self._events.find(query, fields).batch_size(10_000):
-            data = d["data"]
-            yield d["type"], data["image_id"], data["kind"], data.get("error_class", "")
+        # One indexed equality, types filtered here: on SecantusDB this reads fastest.
+        for d in self._events.find({"stream": f"job:{job_id}"}).batch_size(10_000):
+            if d["type"] in OUTCOME_TYPES:
+                data = d["data"]
+                yield d["type"], data["image_id"], data["kind"], data.get("error_class", "")
 
     def of_image(self, image_id: str, limit: int = 1000) -> list[StoredEvent]:
         """Outcome and deletion events of one image, ascending."""

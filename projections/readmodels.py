@@ -62,20 +62,17 @@ class ReadModels:
         out.images.sort(key=lambda i: i.path)
         return out
 
-    def source_images_by_id(self, ids: list[str], chunk: int = 5000) -> list[SourceImage]:
+    def source_images_by_id(self, ids: list[str], chunk: int = 100) -> list[SourceImage]:
         """The given images, if still present and readable, in the order given."""
+        # Only `_id: {$in}` in the query, in small chunks: SecantusDB scans the collection
+        # when other fields join it, and slows down with long `$in` lists.
         found: dict[str, SourceImage] = {}
-        fields = {"path": 1, "size": 1, "mtime": 1}
         for start in range(0, len(ids), chunk):
-            query = {
-                "_id": {"$in": ids[start : start + chunk]},
-                "removed": False,
-                "supported": True,
-            }
-            for d in self._c("images").find(query, fields):
-                found[d["_id"]] = SourceImage(
-                    d["_id"], d["path"], int(d["size"]), float(d["mtime"])
-                )
+            for d in self._c("images").find({"_id": {"$in": ids[start : start + chunk]}}):
+                if d.get("removed") is False and d.get("supported", True):
+                    found[d["_id"]] = SourceImage(
+                        d["_id"], d["path"], int(d["size"]), float(d["mtime"])
+                    )
         return [found[i] for i in ids if i in found]
 
     def source_images(self, collection_id: str) -> list[SourceImage]:
@@ -94,8 +91,9 @@ class ReadModels:
 
     def renditions_for(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Doc]:
         ids = [rendition_doc_id(i, k) for i, k in keys]
-        docs = self._c("renditions").find({"_id": {"$in": ids}, "deleted": False})
-        return {(d["image_id"], d["kind"]): d for d in docs}
+        # `_id: {$in}` alone uses the index on SecantusDB; another field would make it a scan.
+        docs = self._c("renditions").find({"_id": {"$in": ids}})
+        return {(d["image_id"], d["kind"]): d for d in docs if d.get("deleted") is False}
 
     def rendition(self, image_id: str, kind: str) -> Doc | None:
         doc: Doc | None = self._c("renditions").find_one(
@@ -248,10 +246,13 @@ class ReadModels:
         """Job documents by id (only `fields` when given), looked up by `_id`."""
         wanted = list(ids)
         found: dict[str, Doc] = {}
-        projection = dict.fromkeys(fields, 1) if fields is not None else None
-        for n in range(0, len(wanted), 1000):
-            query = {"_id": {"$in": wanted[n : n + 1000]}, "total": {"$exists": True}}
-            found.update((d["_id"], d) for d in self._c("job_state").find(query, projection))
+        projection = {**dict.fromkeys(fields, 1), "total": 1} if fields is not None else None
+        # `_id: {$in}` alone, in small chunks: on SecantusDB another field makes it a full
+        # scan, and long `$in` lists slow down faster than linearly.
+        for n in range(0, len(wanted), 100):
+            query = {"_id": {"$in": wanted[n : n + 100]}}
+            docs = self._c("job_state").find(query, projection)
+            found.update((d["_id"], d) for d in docs if "total" in d)
         return found
 
     def folder_path(self, folder_id: str) -> str | None:

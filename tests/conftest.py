@@ -71,5 +71,8 @@ def shared_corpus() -> Path:
     """The shared image corpus (../shared/corpus next to the repository)."""
     corpus = Path(__file__).resolve().parents[2] / "shared" / "corpus"
     if not corpus.is_dir():
-        pytest.skip(f"no image corpus at {corpus}")
+        message = f"no image corpus at {corpus}: clone the repository beside shared/"
+        if _services_required():
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
     return corpus

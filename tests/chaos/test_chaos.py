@@ -186,3 +186,37 @@ def test_cleanup_and_reconcile_fix_planted_debris(tmp_path: Path, embedded: Imag
     after = json.loads(embedded.run("reconcile", "--json").stdout)["folders"][0]
     assert not after["drift"]
     assert embedded.run("replay", "verify").returncode == 0
+
+
+def test_embedded_up_killed_mid_job_resumes_only_what_is_left(
+    tmp_path: Path, embedded: Imagecache
+) -> None:
+    # Given the main job in embedded mode, killed with SIGKILL while generating
+    from tests.e2e.conftest import outcomes_by_image
+
+    lib = small_library(tmp_path / "library", 400)
+    first = embedded.start("up", str(lib), "--no-serve", "--json")
+    cache = tmp_path / "var" / "cache"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(cache.rglob("*.jpg"))) < 100:
+        time.sleep(0.1)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+    made_before = len(list(cache.rglob("*.jpg")))
+    assert 100 <= made_before < 800, "the kill must land mid-job"
+
+    # When it runs again
+    again = embedded.run("up", str(lib), "--no-serve", "--json")
+
+    # Then the interrupted job is resumed (not planned again) and every image has exactly one
+    # outcome per rendition, across both runs
+    assert again.returncode == 0, again.stderr[-3000:]
+    summary = json.loads(again.stdout)
+    assert summary["jobs"] == 0, "nothing is left for a new job: the old one was resumed"
+    outcomes = outcomes_by_image(embedded.env)
+    assert len(outcomes) == 800 and all(len(v) == 1 for v in outcomes.values())
+    assert all(v[0]["type"] == "RenditionGenerated" for v in outcomes.values())
+    assert not [p for p in cache.rglob("*") if p.name.endswith(".tmp-imagecache")]
+    assert embedded.run("replay", "verify").returncode == 0
+    reconcile = json.loads(embedded.run("reconcile", "--json").stdout)
+    assert not [f for f in reconcile["folders"] if f["drift"]]

@@ -28,7 +28,6 @@ from domain.errors import (
 from domain.specs import RenditionSpec
 
 HEIF_INSTALLED = importlib.util.find_spec("pillow_heif") is not None
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
 CACHE = RenditionSpec("cache", 1920, 1920, "jpeg", 85)
 THUMB = RenditionSpec("thumbnail", 300, 300, "jpeg", 80)
 RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
@@ -49,10 +48,8 @@ INVERSE = {
 
 
 @pytest.fixture
-def corpus() -> Path:
-    if not (CORPUS / "exif-samples").is_dir():
-        pytest.skip(f"shared corpus not found at {CORPUS}")
-    return CORPUS
+def corpus(shared_corpus: Path) -> Path:
+    return shared_corpus
 
 
 def decoded(rendition: Rendered) -> Image.Image:
