@@ -43,12 +43,10 @@ class BulkResult:
     quarantined: int = 0
 
 
-def messages_for(
-    job_id: str, collection: Mapping[str, Any], specs: Sequence[RenditionSpec],
-    images: Sequence[SourceImage], batch_size: int, *, force: bool,
-) -> list[dict[str, Any]]:  # fmt: skip
-    """The generation messages of a job: each carries a batch of images."""
-    head = {
+def _head(
+    job_id: str, collection: Mapping[str, Any], specs: Sequence[RenditionSpec], force: bool
+) -> dict[str, Any]:
+    return {
         "job_id": job_id,
         "collection_id": collection["_id"],
         "path": collection["path"],
@@ -56,6 +54,14 @@ def messages_for(
         "specs": [s.to_dict() for s in specs],
         "force": force,
     }
+
+
+def messages_for(
+    job_id: str, collection: Mapping[str, Any], specs: Sequence[RenditionSpec],
+    images: Sequence[SourceImage], batch_size: int, *, force: bool,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """The generation messages of a job: each carries a batch of images."""
+    head = _head(job_id, collection, specs, force)
     return [
         {
             **head,
@@ -70,14 +76,7 @@ def id_messages_for(
     image_ids: Sequence[str], batch_size: int, *, force: bool,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """Messages naming images by id only; the worker reads their path and fingerprint."""
-    head = {
-        "job_id": job_id,
-        "collection_id": collection["_id"],
-        "path": collection["path"],
-        "source": collection["source"],
-        "specs": [s.to_dict() for s in specs],
-        "force": force,
-    }
+    head = _head(job_id, collection, specs, force)
     return [
         {**head, "ids": list(image_ids[n : n + batch_size])}
         for n in range(0, len(image_ids), batch_size)

@@ -28,6 +28,7 @@ class ScanResult:
     changed: int
     removed: int
     unsupported: int
+    refused: tuple[str, ...] = ()  # "member: why", for members never read
 
 
 def register(events: EventLog, path: str | Path, roots: Sequence[str]) -> list[str]:
@@ -61,7 +62,11 @@ def scan(events: EventLog, read: ReadModels, cid: str) -> ScanResult:
     unsupported: list[list[str]] = []
     seen: set[str] = set()
     images = 0
+    refused: list[str] = []
     for m in list_members(Path(doc["path"]), doc["source"]):
+        if m.refused:
+            refused.append(f"{m.path}: refused, {m.refused}")
+            continue
         iid = image_id(cid, m.path)
         seen.add(iid)
         before = known.get(iid)
@@ -77,7 +82,9 @@ def scan(events: EventLog, read: ReadModels, cid: str) -> ScanResult:
             changed.append(row)
     removed = [i for i, d in known.items() if i not in seen and d.get("supported", True)]
     gone_unsupported = [i for i, d in known.items() if i not in seen and not d.get("supported")]
-    result = ScanResult(cid, images, len(added), len(changed), len(removed), len(unsupported))
+    result = ScanResult(
+        cid, images, len(added), len(changed), len(removed), len(unsupported), tuple(refused)
+    )
     if not (added or changed or removed or unsupported or gone_unsupported):
         return result
     scan_id = uuid.uuid4().hex

@@ -38,6 +38,7 @@ class Member:
     size: int
     mtime: float
     supported: bool
+    refused: str = ""  # why this member is not read at all (it escapes its collection)
 
 
 def resolve_under_roots(path: str | os.PathLike[str], roots: Sequence[str]) -> tuple[Path, Path]:
@@ -98,6 +99,7 @@ def list_members(path: Path, source: str) -> Iterator[Member]:
             target = Path(entry.path).resolve()
             if path.resolve() not in target.parents:
                 log.warning("refused %s: a symlink that leaves its collection", entry.path)
+                yield Member(entry.name, 0, 0.0, False, "a symlink that leaves its collection")
                 continue
             st = entry.stat()
         if not stat.S_ISREG(st.st_mode):
@@ -121,6 +123,7 @@ def _archive_members(path: Path) -> Iterator[Member]:
             continue
         if not safe_member_name(info.filename):
             log.warning("refused member %r of %s: absolute or '..' name", info.filename, path)
+            yield Member(info.filename, 0, 0.0, False, "an absolute or '..' name")
             continue
         mtime = datetime(*info.date_time).timestamp()
         yield Member(info.filename, info.file_size, mtime, is_image_name(info.filename))

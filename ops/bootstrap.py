@@ -102,12 +102,15 @@ def connect(uri: str, database: str) -> tuple[pymongo.MongoClient[Any], Database
 
 
 @contextlib.contextmanager
-def bootstrap(settings: Settings) -> Iterator[App]:
-    """Start or join the services of `settings` and yield a wired App; stop them on exit."""
+def bootstrap(settings: Settings, *, long_running: bool = False) -> Iterator[App]:
+    """Start or join the services of `settings` and yield a wired App; stop them on exit.
+
+    `long_running` commands get the embedded database in a process of its own."""
     with contextlib.ExitStack() as stack:
         uri = settings.mongodb_uri
         if uri is None:
-            uri = stack.enter_context(EmbeddedServer(settings.data_dir)).uri
+            server = EmbeddedServer(settings.data_dir, separate_process=long_running)
+            uri = stack.enter_context(server).uri
         client, db = connect(uri, settings.database)
         clock = SystemClock()
         events = MongoEventLog(db, clock)

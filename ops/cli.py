@@ -169,6 +169,7 @@ def cmd_collections(app: App, args: argparse.Namespace) -> int:
         ids = library.add_collections(app, args.path)
         app.projector.catch_up()
         results = library.scan_collections(app, ids)
+        _warn_refused(results)
         rows = [{"id": r.collection_id, "images": r.images, "added": r.added} for r in results]
         emit_json(rows) if args.json else table(rows, ["id", "images", "added"])
     elif args.action == "list":
@@ -182,6 +183,7 @@ def cmd_collections(app: App, args: argparse.Namespace) -> int:
         ids = args.ids or [c["_id"] for c in app.read.collections()]
         results = library.scan_collections(app, ids)
         rows = [r.__dict__ for r in results]
+        _warn_refused(results)
         emit_json(rows) if args.json else table(
             rows, ["collection_id", "images", "added", "changed", "removed", "unsupported"]
         )
@@ -203,6 +205,12 @@ def cmd_collections(app: App, args: argparse.Namespace) -> int:
             ]
             table(flat, ["id", "path", *app.settings.specs])
     return 0
+
+
+def _warn_refused(results: Sequence[Any]) -> None:
+    for r in results:
+        for line in r.refused:
+            print(f"imagecache: collection {r.collection_id}: {line}", file=sys.stderr)
 
 
 def _collection_row(c: dict[str, Any]) -> dict[str, Any]:
@@ -521,7 +529,8 @@ def main(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) -
         settings = Settings.from_env(os.environ if env is None else env)
         if getattr(args, "port", None) is None and hasattr(args, "port"):
             args.port = settings.port
-        with bootstrap(settings) as app:
+        long_running = args.command in ("up", "serve", "worker", "scheduler")
+        with bootstrap(settings, long_running=long_running) as app:
             code: int = args.handler(app, args)
             return code
     except ImageCacheError as exc:

@@ -41,6 +41,9 @@ def run_up(app: App, paths: Sequence[str], *, as_json: bool, worker: bool) -> di
     ids = list(dict.fromkeys(ids))
     results = library.scan_collections(app, ids)
     images = sum(r.images for r in results)
+    for r in results:
+        for line in r.refused:
+            print(f"imagecache up: {line}", file=sys.stderr)
     _say(as_json, f"{len(ids)} collections, {images} images")
     bulk = library.regenerate(app, ids, kind="both")
     todo = sum(j.to_process for j in bulk.jobs)

@@ -123,4 +123,10 @@ def test_hostile_input_fails_clearly_and_loses_nothing_else(
     names = {n for n, _ in by_name}
     assert not names & {"escape.jpg", "absolute.jpg", "private.jpg", "link.jpg"}
     assert summary["generated"] == 4 and summary["failed"] == 6
+    # And a scan says which members it refused and why
+    rescan = embedded.run("collections", "scan")
+    assert rescan.returncode == 0, rescan.stderr
+    assert "../escape.jpg: refused, an absolute or '..' name" in rescan.stderr
+    assert "/absolute.jpg: refused" in rescan.stderr
+    assert "link.jpg: refused, a symlink that leaves its collection" in rescan.stderr
     assert not list((tmp_path / "var" / "cache").rglob("*tmp-imagecache"))
