@@ -9,17 +9,28 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import CurrentMessage
 
 from actors.generate import Generator
+from domain.errors import ServiceUnavailable
 
 log = logging.getLogger("imagecache.broker")
 
 QUEUE = "imagecache"
 MAX_RETRIES = 5
+
+
+def redact(url: str) -> str:
+    """A URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def make_broker(rabbitmq_url: str | None, *, confirm_delivery: bool = False) -> dramatiq.Broker:
@@ -29,6 +40,14 @@ def make_broker(rabbitmq_url: str | None, *, confirm_delivery: bool = False) -> 
         from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
         broker = RabbitmqBroker(url=rabbitmq_url, confirm_delivery=confirm_delivery)
+        try:
+            _ = broker.connection  # connects now: a wrong URL fails here, clearly, not mid-job
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc or 'connection refused or timed out'}"
+            raise ServiceUnavailable(
+                f"RabbitMQ at {redact(rabbitmq_url)} did not answer ({reason})",
+                hint="start it, or unset RABBITMQ_URL to run the actors in process",
+            ) from exc
     else:
         broker = StubBroker()
         broker.emit_after("process_boot")

@@ -122,9 +122,9 @@ def bootstrap(settings: Settings, *, long_running: bool = False) -> Iterator[App
         generator = Generator(events, read, files, clock, max_pixels=settings.max_pixels)
         try:
             broker = make_broker(settings.rabbitmq_url, confirm_delivery=settings.confirm_delivery)
-        except Exception as exc:
+        except Exception:
             client.close()
-            raise ServiceUnavailable(f"RabbitMQ at {settings.rabbitmq_url} failed: {exc}") from exc
+            raise
         actors = declare(broker, lambda: generator, settings.queue)
         app = App(settings, client, db, events, read, projector, files, clock, actors, generator)
         try:

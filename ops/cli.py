@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import dramatiq.errors
+
 from domain.errors import ImageCacheError, UnknownCollection, UnknownJob
 from domain.projection import PROJECTIONS
 from ops import control, library, maintenance, replay
@@ -521,8 +523,10 @@ def main(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) -
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("pika", "dramatiq", "secantus"):
+    for noisy in ("dramatiq", "secantus"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # pika logs every failed connection attempt with a traceback; we report them ourselves.
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
     if getattr(args, "plain", None):
         return int(args.plain(args))
     try:
@@ -535,6 +539,14 @@ def main(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) -
             return code
     except ImageCacheError as exc:
         print(f"imagecache {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except dramatiq.errors.DramatiqError as exc:
+        print(
+            f"imagecache {args.command}: the message broker failed: {exc}"
+            " (check that RabbitMQ runs and RABBITMQ_URL is right; nothing planned is lost:"
+            " `imagecache recover` re-sends it)",
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt:
         return 130

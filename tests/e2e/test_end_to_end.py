@@ -100,3 +100,16 @@ def test_clear_errors_for_bad_paths_and_ports(tmp_path: Path, embedded: Imagecac
         busy = embedded.run("serve", "--port", str(port))
     assert busy.returncode == 1
     assert f"port {port}" in busy.stderr and "in use" in busy.stderr
+
+
+def test_a_broker_that_does_not_answer_is_a_clear_error(
+    tmp_path: Path, embedded: Imagecache
+) -> None:
+    # Given a RABBITMQ_URL where nothing listens (with a password in it)
+    env = dict(embedded.env, RABBITMQ_URL="amqp://guest:hunter2@127.0.0.1:1/%2F")
+    result = Imagecache(env).run("up", "--no-serve")
+    # Then one clear line says what and what to do, without the password or a traceback
+    assert result.returncode == 1
+    assert "RabbitMQ at amqp://guest:***@127.0.0.1:1/%2F did not answer" in result.stderr
+    assert "unset RABBITMQ_URL" in result.stderr
+    assert "hunter2" not in result.stderr and "Traceback" not in result.stderr
