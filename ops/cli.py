@@ -9,28 +9,20 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import dramatiq.errors
 
 from domain.errors import ImageCacheError, UnknownCollection, UnknownJob
 from domain.projection import PROJECTIONS
-from ops import control, library, maintenance, replay
+from ops import control, library, maintenance
 from ops.bootstrap import App, bootstrap
+from ops.cli_admin import JOB_COLUMNS, cmd_maintenance, cmd_replay, cmd_scheduler
 from ops.output import emit_json, human_bytes, table
 from ops.settings import Settings
 
 Handler = Callable[[App, argparse.Namespace], int]
 NOT_YET = 2
-
-
-def _not_yet(what: str, issue: str) -> Callable[[argparse.Namespace], int]:
-    def handler(args: argparse.Namespace) -> int:
-        print(f"imagecache {what}: not yet available ({issue})", file=sys.stderr)
-        return NOT_YET
-
-    return handler
 
 
 # -- commands ---------------------------------------------------------------------
@@ -109,63 +101,6 @@ def cmd_worker(app: App, args: argparse.Namespace) -> int:
     return supervise(processes, threads, stop)
 
 
-def cmd_scheduler(app: App, args: argparse.Namespace) -> int:
-    from ops.scheduler import run_scheduler
-
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    return run_scheduler(app, os.environ, stop)
-
-
-def cmd_maintenance(app: App, args: argparse.Namespace) -> int:
-    s = app.settings
-    result: Any
-    if args.command == "cleanup":
-        days = s.orphan_days if args.older_than_days is None else args.older_than_days
-        result = maintenance.cleanup(app, dry_run=args.dry_run, older_than_days=days)
-    elif args.command == "reconcile":
-        result = maintenance.reconcile(app)
-    elif args.command == "repair":
-        result = maintenance.repair_missing(app, replan=not args.no_replan)
-    elif args.command == "evict":
-        result = maintenance.enforce_capacity(app)
-    elif args.command == "alerts":
-        result = maintenance.failure_alerts(
-            app, threshold=s.alert_threshold, webhook=s.alert_webhook
-        )
-    else:
-        result = maintenance.recover(app, stale_after=args.stale_after)
-    if args.json:
-        emit_json(result)
-    else:
-        _print_maintenance(args.command, result)
-    return 0
-
-
-def _print_maintenance(command: str, result: Any) -> None:
-    if command == "cleanup":
-        verb = "would delete" if result["dry_run"] else "deleted"
-        for f in result["folders"]:
-            reasons = ", ".join(f"{k}={v}" for k, v in f["by_reason"].items()) or "nothing"
-            print(f"{f['path']}: {verb} {f['files']} files, {human_bytes(f['bytes'])} ({reasons})")
-    elif command == "reconcile":
-        for f in result["folders"]:
-            state = "corrected" if f["drift"] else "ok"
-            print(
-                f"{f['path']}: {state}: measured {f['measured_files']} files /"
-                f" {human_bytes(f['measured_bytes'])}, projected {f['projected_files']} /"
-                f" {human_bytes(f['projected_bytes'])}"
-            )
-    elif command == "recover":
-        for job, left in result.items():
-            print(f"resumed job {job}: {left} remaining")
-        if not result:
-            print("no unfinished job needed resuming")
-    else:
-        emit_json(result)
-
-
 def cmd_collections(app: App, args: argparse.Namespace) -> int:
     if args.action == "add":
         ids = library.add_collections(app, args.path)
@@ -221,34 +156,9 @@ def _collection_row(c: dict[str, Any]) -> dict[str, Any]:
 
 
 def _image_rows(app: App, cid: str) -> list[dict[str, Any]]:
-    from domain.planning import SourceImage, is_current
-
-    renditions = app.read.renditions_of(cid)
     folders = {f["_id"]: f["path"] for f in app.read.folder_docs(include_removed=True)}
-    rows: list[dict[str, Any]] = []
-    for doc in app.read.images_of(cid):
-        if not doc.get("supported", True):
-            rows.append(
-                {"id": doc["_id"], "path": doc["path"], "supported": False, "renditions": {}}
-            )
-            continue
-        image = SourceImage(doc["_id"], doc["path"], doc["size"], doc["mtime"])
-        per_kind: dict[str, Any] = {}
-        for kind, spec in app.settings.specs.items():
-            r = renditions.get((image.image_id, kind))
-            if r is None:
-                per_kind[kind] = {"status": "missing", "file": None}
-                continue
-            status = "current" if is_current(r, spec, image) else "stale"
-            per_kind[kind] = {
-                "status": status,
-                "file": str(Path(folders.get(r["folder_id"], "?")) / r["path"]),
-                "bytes": r["bytes"],
-            }
-        rows.append(
-            {"id": image.image_id, "path": image.path, "supported": True, "renditions": per_kind}
-        )
-    return rows
+    docs = app.read.images_of(cid)
+    return library.image_rows(app, docs, renditions=app.read.renditions_of(cid), folders=folders)
 
 
 def cmd_folders(app: App, args: argparse.Namespace) -> int:
@@ -297,20 +207,6 @@ def cmd_regenerate(app: App, args: argparse.Namespace) -> int:
     return 0
 
 
-JOB_COLUMNS = [
-    "id",
-    "status",
-    "collection_id",
-    "total",
-    "generated",
-    "skipped",
-    "failed",
-    "percent",
-    "rate",
-    "eta_seconds",
-]
-
-
 def cmd_jobs(app: App, args: argparse.Namespace) -> int:
     app.projector.catch_up()
     if args.action in ("pause", "resume", "cancel", "retry-failed"):
@@ -343,44 +239,6 @@ def cmd_jobs(app: App, args: argparse.Namespace) -> int:
     else:
         for k, v in view.items():
             print(f"{k:>18}: {v}")
-    return 0
-
-
-def cmd_replay(app: App, args: argparse.Namespace) -> int:
-    if args.action == "rebuild":
-        names = [args.projection] if args.projection else list(PROJECTIONS)
-        position = replay.rebuild(app, names)
-        print(f"rebuilt {', '.join(names)} up to seq {position}")
-    elif args.action == "verify":
-        position, diffs = replay.verify(app)
-        if diffs:
-            print(f"drift at seq {position}: {len(diffs)} differences", file=sys.stderr)
-            for d in diffs[:200]:
-                print(d)
-            return 1
-        print(f"verified: live projections equal a fresh replay of {position} events")
-    elif args.action == "history":
-        records = replay.history(app, job=args.job, image=args.image)
-        if args.json:
-            emit_json(records)
-        else:
-            for r in records:
-                print(f"{r['seq']:>8} {r['type']:<22} {r['stream']:<40} {r['data']}")
-    elif args.action == "at":
-        state = replay.state_at(app, args.seq)
-        if args.json:
-            emit_json(state)
-        else:
-            print(f"state at seq {state['seq']}:")
-            table(state["jobs"], JOB_COLUMNS[:8])
-            table(state["folders"], ["id", "path", "files", "bytes", "usage"])
-    elif args.action == "export":
-        with open(args.file, "wb") as f:
-            n = replay.export(app, f)
-        print(f"exported {n} events to {args.file}")
-    elif args.action == "import":
-        n = replay.import_file(app, Path(args.file))
-        print(f"imported {n} events from {args.file}")
     return 0
 
 

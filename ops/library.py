@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -200,14 +200,25 @@ def job_failures(
     }
 
 
-def image_rows(app: App, docs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Images (read-model documents) with each rendition's status: current, stale or missing."""
+def image_rows(
+    app: App,
+    docs: Sequence[dict[str, Any]],
+    *,
+    renditions: Mapping[tuple[str, str], dict[str, Any]] | None = None,
+    folders: Mapping[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """Images (read-model documents) with each rendition's status: current, stale or missing.
+
+    `renditions` saves a lookup when the caller has them (a whole collection); with
+    `folders` (folder id -> path) each rendition also names its file: for the CLI only,
+    the API never shows a filesystem path."""
     from domain.planning import SourceImage, is_current
 
     specs = app.settings.specs
-    renditions = app.read.renditions_for(
-        (d["_id"], k) for d in docs if d.get("supported", True) for k in specs
-    )
+    if renditions is None:
+        renditions = app.read.renditions_for(
+            (d["_id"], k) for d in docs if d.get("supported", True) for k in specs
+        )
     rows: list[dict[str, Any]] = []
     for doc in docs:
         row: dict[str, Any] = {
@@ -229,5 +240,8 @@ def image_rows(app: App, docs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]
                     "width": int(r.get("width", 0)),
                     "height": int(r.get("height", 0)),
                 }
+                if folders is not None:
+                    folder = folders.get(r["folder_id"], "?")
+                    row["renditions"][kind]["file"] = str(Path(folder) / r["path"])
         rows.append(row)
     return rows

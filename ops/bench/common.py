@@ -19,12 +19,14 @@ from ops.embedded import EmbeddedServer
 
 @contextlib.contextmanager
 def scratch_db() -> Iterator[Database[Any]]:
-    """A fresh database on MONGODB_URI, or on an embedded server in a temporary folder."""
+    """A fresh database on MONGODB_URI, or on an embedded server (its own process) in a
+    temporary folder."""
     with contextlib.ExitStack() as stack:
         uri = os.environ.get("MONGODB_URI")
         if not uri:
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="icbench-")))
-            uri = stack.enter_context(EmbeddedServer(tmp)).uri
+            # A process of its own, as `up` and the workers run it: never sharing our GIL.
+            uri = stack.enter_context(EmbeddedServer(tmp, separate_process=True)).uri
         client: pymongo.MongoClient[Any] = pymongo.MongoClient(uri)
         name = f"bench_{uuid.uuid4().hex[:10]}"
         try:

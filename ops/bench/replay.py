@@ -150,11 +150,11 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 
 
 def _page_reads(events: Collection[Any], total: int, batch: int) -> dict[str, float]:
-    """Milliseconds for one page as `log.read` asks for it, at the start, middle and end.
-
-    Also the same first page asked as a bounded range (`$lte` after + batch): a
-    server that applies `limit` only after fetching the whole range makes the
-    open-ended query cost grow with what lies after it.
+    """Milliseconds for one page asked open-ended (`seq > after`, then limit), at the start,
+    middle and end of the log, and the first page as `log.read` asks for it (bounded:
+    `after < seq <= after + batch`). SecantusDB applies a limit only after fetching the
+    whole range, so the open-ended cost grows with what lies after the page; that is
+    why `log.read` bounds its pages.
     """
     out: dict[str, float] = {}
     for name, after in (("start", 0), ("middle", total // 2), ("end", max(total - batch, 0))):
@@ -322,9 +322,9 @@ def _table(r: Result) -> str:
     pages = r["page_read_ms"]
     lines.append(
         f"\nprojection rebuild took {r['project_seconds']:.1f} s. One page of {r['batch']:,} "
-        f"as log.read asks for it: {pages['start']:,.0f} ms at the start, "
+        f"asked open-ended: {pages['start']:,.0f} ms at the start, "
         f"{pages['middle']:,.0f} ms in the middle, {pages['end']:,.0f} ms at the end; "
-        f"the first page as a bounded range: {pages['start_bounded']:,.0f} ms",
+        f"the first page bounded, as log.read asks for it: {pages['start_bounded']:,.0f} ms",
     )
     docs = ", ".join(f"{t} {n:,}" for t, n in r["projected_docs"].items())
     lines.append(f"read-model documents written: {docs}")
