@@ -58,7 +58,8 @@ class Generator:
             found = {x.image_id for x in items}
             self._gone(message, [i for i in message["ids"] if i not in found], specs)
         else:
-            items = [SourceImage(i, p, int(s), float(m)) for i, p, s, m in message["items"]]
+            # [id, path, size, mtime, version]; messages from before versions have no version
+            items = [_item(row) for row in message["items"]]
         keys = {
             (i.image_id, s.kind): ev.outcome_key(job_id, i.image_id, s.kind)
             for i in items
@@ -143,6 +144,7 @@ class Generator:
                     ev.RenditionGenerated(
                         job_id, image.image_id, cid, spec.kind, ms=ms, spec_hash=spec.hash,
                         source_size=image.size, source_mtime=image.mtime,
+                        source_version=image.version,
                         width=out.width, height=out.height, **stored,
                     )
                 )  # fmt: skip
@@ -202,6 +204,12 @@ class Generator:
         if self._beats.get(job_id) != beat:
             self._beats[job_id] = beat
             self.events.append(ev.JobHeartbeat(job_id, self.worker, beat))
+
+
+def _item(row: Sequence[Any]) -> SourceImage:
+    """[id, path, size, mtime, version]; messages sent before versions existed lack it."""
+    version = int(row[4]) if len(row) > 4 else 0
+    return SourceImage(row[0], row[1], int(row[2]), float(row[3]), version)
 
 
 def _status(outcome: ev.Event) -> str:

@@ -65,7 +65,9 @@ def messages_for(
     return [
         {
             **head,
-            "items": [[i.image_id, i.path, i.size, i.mtime] for i in images[n : n + batch_size]],
+            "items": [
+                [i.image_id, i.path, i.size, i.mtime, i.version] for i in images[n : n + batch_size]
+            ],
         }
         for n in range(0, len(images), batch_size)
     ]

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from actors.sources import discover, list_members, resolve_under_roots
+from actors.sources import discover, list_members, member_digest, resolve_under_roots
 from domain import events as ev
 from domain.errors import InvalidInput, UnknownCollection
 from domain.ids import collection_id, image_id
@@ -51,14 +51,19 @@ def register(events: EventLog, path: str | Path, roots: Sequence[str]) -> list[s
     return [e.collection_id for e in registered]
 
 
-def scan(events: EventLog, read: ReadModels, cid: str) -> ScanResult:
-    """Compare a collection on disk with the `images` read model; record what changed."""
+def scan(events: EventLog, read: ReadModels, cid: str, *, content_hash: bool = False) -> ScanResult:
+    """Compare a collection on disk with the `images` read model; record what changed.
+
+    With `content_hash`, every image is read and hashed too: new bytes under an unchanged
+    size and mtime (an in-place edit that kept the mtime) count as a change, and bump the
+    image's content version so its renditions become stale."""
     doc = read.collection(cid)
     if doc is None:
         raise UnknownCollection(f"no collection {cid}")
     known = {d["_id"]: d for d in read.images_of(cid)}
     added: list[list[object]] = []
     changed: list[list[object]] = []
+    hashed: list[list[object]] = []
     unsupported: list[list[str]] = []
     seen: set[str] = set()
     images = 0
@@ -76,20 +81,27 @@ def scan(events: EventLog, read: ReadModels, cid: str) -> ScanResult:
             continue
         images += 1
         row: list[object] = [iid, m.path, m.size, m.mtime]
+        digest = member_digest(doc["path"], doc["source"], m.path) if content_hash else ""
+        version = int(before.get("version", 0)) if before else 0
         if before is None or not before.get("supported", True):
-            added.append(row)
+            added.append([*row, digest, version] if digest else row)
         elif before.get("size") != m.size or before.get("mtime") != m.mtime:
-            changed.append(row)
+            changed.append([*row, digest, version] if digest else row)
+        elif digest and before.get("hash") and before["hash"] != digest:
+            changed.append([*row, digest, version + 1])
+        elif digest and not before.get("hash"):
+            hashed.append([iid, digest])
     removed = [i for i, d in known.items() if i not in seen and d.get("supported", True)]
     gone_unsupported = [i for i, d in known.items() if i not in seen and not d.get("supported")]
     result = ScanResult(
         cid, images, len(added), len(changed), len(removed), len(unsupported), tuple(refused)
     )
-    if not (added or changed or removed or unsupported or gone_unsupported):
+    if not (added or changed or removed or unsupported or gone_unsupported or hashed):
         return result
     scan_id = uuid.uuid4().hex
     chunks: list[ev.CollectionScanned] = []
     rows = [("added", r) for r in added] + [("changed", r) for r in changed]
+    rows += [("hashed", r) for r in hashed]
     for start in range(0, max(len(rows), 1), PAGE):
         part = rows[start : start + PAGE]
         chunks.append(
@@ -100,6 +112,7 @@ def scan(events: EventLog, read: ReadModels, cid: str) -> ScanResult:
                 0,
                 added=[r for k, r in part if k == "added"],
                 changed=[r for k, r in part if k == "changed"],
+                hashed=[[str(x) for x in r] for k, r in part if k == "hashed"],
             )
         )
     chunks[0] = replace(

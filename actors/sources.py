@@ -7,6 +7,7 @@ members with absolute or `..` names are refused.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import os
@@ -127,6 +128,15 @@ def _archive_members(path: Path) -> Iterator[Member]:
             continue
         mtime = datetime(*info.date_time).timestamp()
         yield Member(info.filename, info.file_size, mtime, is_image_name(info.filename))
+
+
+def member_digest(collection_path: str, source: str, member: str) -> str:
+    """A content hash of one image (BLAKE2b, 128 bits), read in 1 MiB blocks."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open_member(collection_path, source, member) as fp:
+        while block := fp.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def open_member(collection_path: str, source: str, member: str) -> BinaryIO:

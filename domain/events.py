@@ -75,7 +75,9 @@ class CollectionRegistered(Event):
 class CollectionScanned(Event):
     """One page of a scan's findings; large scans are split into `parts` pages.
 
-    `added` and `changed` hold [image_id, member path, size, mtime] rows;
+    `added` and `changed` hold [image_id, member path, size, mtime] rows, and with a
+    content hash [..., hash, version]: a hashed scan that finds new bytes under the same
+    size and mtime records a changed row with the content version bumped;
     `removed` holds image ids; `unsupported` holds [image_id, member path] of
     files that are not images imagecache reads (listed, never silently dropped).
     """
@@ -89,6 +91,7 @@ class CollectionScanned(Event):
     removed: list[str] = field(default_factory=list)
     unsupported: list[list[str]] = field(default_factory=list)  # [image_id, member path]
     unsupported_removed: list[str] = field(default_factory=list)
+    hashed: list[list[str]] = field(default_factory=list)  # [image_id, hash]: first hashing
 
     @property
     def stream(self) -> str:
@@ -291,6 +294,7 @@ class RenditionGenerated(Outcome):
     source_size: int
     source_mtime: float
     replaced_bytes: int = -1  # size of a file this one overwrote; -1 when none
+    source_version: int = 0  # the source's content version (see CollectionScanned)
 
 
 @dataclass(frozen=True)

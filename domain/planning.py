@@ -19,6 +19,7 @@ class SourceImage:
     path: str
     size: int
     mtime: float
+    version: int = 0  # content version: bumped by a hashed scan that finds new bytes
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ def is_current(rendition: Doc | None, spec: RenditionSpec, image: SourceImage) -
         rendition.get("spec_hash") == spec.hash
         and rendition.get("source_size") == image.size
         and rendition.get("source_mtime") == image.mtime
+        and int(rendition.get("source_version") or 0) == image.version
     )
 
 

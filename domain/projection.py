@@ -75,14 +75,19 @@ def _scanned(s: ev.StoredEvent) -> list[Change]:
             max={"last_scan_at": s.at},
         )
     ]
-    for image, member, size, mtime in [*e.added, *e.changed]:
+    for image, member, size, mtime, *content in [*e.added, *e.changed]:
         fields = {"collection_id": e.collection_id, "path": member, "size": size, "mtime": mtime}
+        if content:
+            fields.update(hash=content[0], version=content[1])
+        else:
+            fields["hash"] = None  # a scan without hashing: what was hashed before is stale
         # A new or changed source starts with a clean failure record.
         state = {"supported": True, "removed": False, "failures": {}}
         out.append(Change("images", image, set={**fields, **state}))
     for image, member in e.unsupported:
         fields = {"collection_id": e.collection_id, "path": member}
         out.append(Change("images", image, set={**fields, "supported": False, "removed": False}))
+    out.extend(Change("images", image, set={"hash": digest}) for image, digest in e.hashed)
     out.extend(
         Change("images", image, set={"removed": True})
         for image in [*e.removed, *e.unsupported_removed]
@@ -195,6 +200,7 @@ def _generated(s: ev.StoredEvent) -> list[Change]:
         "spec_hash": e.spec_hash,
         "source_size": e.source_size,
         "source_mtime": e.source_mtime,
+        "source_version": e.source_version,
         "job_id": e.job_id,
         "generated_at": s.at,
         "deleted": False,
@@ -220,7 +226,12 @@ def _generated(s: ev.StoredEvent) -> list[Change]:
 
 
 def _currency(e: ev.RenditionGenerated) -> dict[str, object]:
-    return {"spec_hash": e.spec_hash, "source_size": e.source_size, "source_mtime": e.source_mtime}
+    return {
+        "spec_hash": e.spec_hash,
+        "source_size": e.source_size,
+        "source_mtime": e.source_mtime,
+        "source_version": e.source_version,
+    }
 
 
 @_rule(ev.RenditionSkipped)

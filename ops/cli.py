@@ -118,7 +118,7 @@ def cmd_collections(app: App, args: argparse.Namespace) -> int:
     elif args.action == "scan":
         app.projector.catch_up()
         ids = args.ids or [c["_id"] for c in app.read.collections()]
-        results = library.scan_collections(app, ids)
+        results = library.scan_collections(app, ids, content_hash=args.hash)
         rows = [r.__dict__ for r in results]
         _warn_refused(results)
         emit_json(rows) if args.json else table(
@@ -296,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     csub.add_parser("list", help="list collections")
     scan = csub.add_parser("scan", help="scan collections for added, changed and removed images")
     scan.add_argument("ids", nargs="*")
+    scan.add_argument(
+        "--hash", action="store_true", help="also read and hash every image (finds in-place edits)"
+    )
     images = csub.add_parser("images", help="a collection's images and their renditions")
     images.add_argument("id")
     for sp in csub.choices.values():

@@ -53,10 +53,12 @@ def add_collections(app: App, path: str | Path) -> list[str]:
     return scan.register(app.events, path, library_roots(app))
 
 
-def scan_collections(app: App, ids: Sequence[str]) -> list[scan.ScanResult]:
+def scan_collections(
+    app: App, ids: Sequence[str], *, content_hash: bool = False
+) -> list[scan.ScanResult]:
     """Scan collections; projections are caught up so the next scan compares against this one."""
     app.projector.catch_up()
-    results = [scan.scan(app.events, app.read, cid) for cid in ids]
+    results = [scan.scan(app.events, app.read, cid, content_hash=content_hash) for cid in ids]
     app.projector.catch_up()
     return results
 
@@ -212,7 +214,8 @@ def image_rows(
     `renditions` saves a lookup when the caller has them (a whole collection); with
     `folders` (folder id -> path) each rendition also names its file: for the CLI only,
     the API never shows a filesystem path."""
-    from domain.planning import SourceImage, is_current
+    from domain.planning import is_current
+    from projections.readmodels import source_image
 
     specs = app.settings.specs
     if renditions is None:
@@ -228,7 +231,7 @@ def image_rows(
             "renditions": {},
         }
         if row["supported"]:
-            image = SourceImage(doc["_id"], doc["path"], int(doc["size"]), float(doc["mtime"]))
+            image = source_image(doc)
             for kind, spec in specs.items():
                 r = renditions.get((image.image_id, kind))
                 if r is None:

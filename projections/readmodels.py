@@ -14,6 +14,13 @@ from domain.projection import rendition_doc_id
 from domain.views import folder_view, job_status, job_view
 
 
+def source_image(doc: Doc) -> SourceImage:
+    """An `images` document as the planner and the workers see it."""
+    return SourceImage(
+        doc["_id"], doc["path"], int(doc["size"]), float(doc["mtime"]), int(doc.get("version", 0))
+    )
+
+
 class ReadModels:
     """Read access to job_state, folder_stats, renditions, collections and images."""
 
@@ -53,7 +60,7 @@ class ReadModels:
         out = PlanInputs([], {}, {})
         query = {"collection_id": collection_id, "removed": False, "supported": True}
         for d in self._c("images").find(query):
-            out.images.append(SourceImage(d["_id"], d["path"], int(d["size"]), float(d["mtime"])))
+            out.images.append(source_image(d))
             for kind, rendition in (d.get("r") or {}).items():
                 if rendition:
                     out.current[(d["_id"], kind)] = rendition
@@ -70,18 +77,12 @@ class ReadModels:
         for start in range(0, len(ids), chunk):
             for d in self._c("images").find({"_id": {"$in": ids[start : start + chunk]}}):
                 if d.get("removed") is False and d.get("supported", True):
-                    found[d["_id"]] = SourceImage(
-                        d["_id"], d["path"], int(d["size"]), float(d["mtime"])
-                    )
+                    found[d["_id"]] = source_image(d)
         return [found[i] for i in ids if i in found]
 
     def source_images(self, collection_id: str) -> list[SourceImage]:
         """The collection's current, readable images, for planning."""
-        return [
-            SourceImage(d["_id"], d["path"], int(d["size"]), float(d["mtime"]))
-            for d in self.images_of(collection_id)
-            if d.get("supported", True)
-        ]
+        return [source_image(d) for d in self.images_of(collection_id) if d.get("supported", True)]
 
     # -- renditions ---------------------------------------------------------------
 

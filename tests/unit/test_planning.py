@@ -185,3 +185,18 @@ def test_capacity_zero_means_unlimited() -> None:
     # Then the unlimited folder takes it
     assert choose_folder([unlimited, limited], 10**9) is unlimited
     assert choose_folder([folder(0, 0, 0)], 10**12)["capacity_bytes"] == 0
+
+
+def test_a_rendition_of_an_older_content_version_is_not_current() -> None:
+    # Given a rendition made from content version 0, and the source now at version 1
+    from domain.planning import SourceImage, is_current
+    from domain.specs import DEFAULT_SPECS
+
+    spec = DEFAULT_SPECS["cache"]
+    rendition = {"spec_hash": spec.hash, "source_size": 10, "source_mtime": 1.0}
+    # Then it is current for version 0 (a missing version is 0), stale for version 1
+    assert is_current(rendition, spec, SourceImage("a" * 32, "x.jpg", 10, 1.0, 0))
+    assert not is_current(rendition, spec, SourceImage("a" * 32, "x.jpg", 10, 1.0, 1))
+    assert is_current(
+        {**rendition, "source_version": 1}, spec, SourceImage("a" * 32, "x", 10, 1.0, 1)
+    )
