@@ -15,7 +15,7 @@ from typing import Any
 from actors.plan import id_messages_for, messages_for, plan_job
 from domain import events as ev
 from domain.errors import InvalidInput, UnknownCollection, UnknownJob
-from domain.planning import SourceImage, quarantined
+from domain.planning import quarantined
 from domain.specs import RenditionSpec
 from domain.views import job_status
 from ops.bootstrap import App
@@ -60,10 +60,6 @@ def remaining_images(app: App, job_id: str) -> list[str]:
     kinds = set(_header(app, job_id).kinds)
     planned, done, _ = job_progress(app, job_id)
     return [i for i in planned if not kinds <= done.get(i, set())]
-
-
-def _sources(app: App, ids: list[str]) -> list[SourceImage]:
-    return app.read.source_images_by_id(ids)
 
 
 def resend_remaining(app: App, job_id: str) -> int:
@@ -136,7 +132,7 @@ def retry_failed(app: App, job_id: str) -> dict[str, Any]:
     held = quarantined(
         app.read.plan_inputs(header.collection_id).failures, app.settings.quarantine_after
     )
-    sources = _sources(app, sorted(set(failed) - held))
+    sources = app.read.source_images_by_id(sorted(set(failed) - held))
     if not sources:
         raise InvalidInput(
             f"every failed image of job {job_id} is quarantined or gone",

@@ -17,6 +17,7 @@ import logging
 import threading
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from pymongo import UpdateOne
@@ -209,10 +210,10 @@ class Projector:
                 for seg in segs:
                     self._write_guarded(coll, [(doc_id, seg)])
 
-    def _write_guarded(self, coll: Any, docs: list[tuple[str, list[tuple[int, Change]]]]) -> None:
+    def _write_guarded(self, coll: Any, docs: list[tuple[str, _Segment]]) -> None:
         if not docs:
             return
-        ops = [_guarded(doc_id, items, below=items[0][0]) for doc_id, items in docs]
+        ops = [_guarded(doc_id, seg) for doc_id, seg in docs]
         try:
             coll.bulk_write(ops, ordered=False)
         except BulkWriteError as exc:
@@ -221,12 +222,13 @@ class Projector:
                 raise
             # These documents already hold some of these events: apply only what is newer.
             for err in errors:
-                doc_id, items = docs[err["index"]]
+                doc_id, seg = docs[err["index"]]
                 current = coll.find_one({"_id": doc_id}, {"_seq": 1})
                 reached = int(current.get("_seq", 0)) if current else 0
-                newer = [(seq, c) for seq, c in items if seq > reached]
+                newer = [(seq, c) for seq, c in seg.items if seq > reached]
                 if newer:
-                    coll.bulk_write([_guarded(doc_id, newer, below=newer[0][0])])
+                    ops = [_guarded(doc_id, rest) for rest in _segments(newer)]
+                    coll.bulk_write(ops)  # ordered: each guarded by the one before
 
     def _apply_late(self, change: Change, seq: int) -> None:
         coll = self._db[self._prefix + change.table]
@@ -240,27 +242,32 @@ class Projector:
                 raise
 
 
-def _segments(items: list[tuple[int, Change]]) -> list[list[tuple[int, Change]]]:
+@dataclass
+class _Segment:
+    """Consecutive changes of one document (by seq) and the single update they merge into."""
+
+    items: list[tuple[int, Change]]
+    merged: Change
+
+
+def _segments(items: list[tuple[int, Change]]) -> list[_Segment]:
     """Split one document's changes where they cannot merge into a single update."""
-    segments: list[list[tuple[int, Change]]] = [[items[0]]]
-    merged = items[0][1]
+    segments = [_Segment([items[0]], items[0][1])]
     for seq, change in items[1:]:
+        last = segments[-1]
         try:
-            merged = merged.then(change)
-            segments[-1].append((seq, change))
+            last.merged = last.merged.then(change)
+            last.items.append((seq, change))
         except ValueError:
-            segments.append([(seq, change)])
-            merged = change
+            segments.append(_Segment([(seq, change)], change))
     return segments
 
 
-def _guarded(doc_id: str, items: list[tuple[int, Change]], *, below: int) -> UpdateOne:
-    merged = items[0][1]
-    for _, change in items[1:]:
-        merged = merged.then(change)
-    update = merged.mongo_update()
-    update.setdefault("$set", {})["_seq"] = items[-1][0]
-    return UpdateOne({"_id": doc_id, "_seq": {"$lt": below}}, update, upsert=True)
+def _guarded(doc_id: str, seg: _Segment) -> UpdateOne:
+    """The segment's update, applied only if the document has not reached its first seq."""
+    update = seg.merged.mongo_update()
+    update.setdefault("$set", {})["_seq"] = seg.items[-1][0]
+    return UpdateOne({"_id": doc_id, "_seq": {"$lt": seg.items[0][0]}}, update, upsert=True)
 
 
 def drop(db: Database[Any], names: Iterable[str], prefix: str = "") -> None:

@@ -69,20 +69,14 @@ class ReadModels:
         out.images.sort(key=lambda i: i.path)
         return out
 
-    def source_images_by_id(self, ids: list[str], chunk: int = 100) -> list[SourceImage]:
+    def source_images_by_id(self, ids: list[str]) -> list[SourceImage]:
         """The given images, if still present and readable, in the order given."""
-        # Only `_id: {$in}` in the query, in small chunks: SecantusDB scans the collection
-        # when other fields join it, and slows down with long `$in` lists.
-        found: dict[str, SourceImage] = {}
-        for start in range(0, len(ids), chunk):
-            for d in self._c("images").find({"_id": {"$in": ids[start : start + chunk]}}):
-                if d.get("removed") is False and d.get("supported", True):
-                    found[d["_id"]] = source_image(d)
-        return [found[i] for i in ids if i in found]
-
-    def source_images(self, collection_id: str) -> list[SourceImage]:
-        """The collection's current, readable images, for planning."""
-        return [source_image(d) for d in self.images_of(collection_id) if d.get("supported", True)]
+        found = self.images_by_ids(ids)
+        return [
+            source_image(d)
+            for i in ids
+            if (d := found.get(i)) and d.get("removed") is False and d.get("supported", True)
+        ]
 
     # -- renditions ---------------------------------------------------------------
 
@@ -217,8 +211,17 @@ class ReadModels:
         doc: Doc | None = self._c("images").find_one({"_id": image_id})
         return doc
 
-    def images_by_ids(self, ids: Iterable[str]) -> dict[str, Doc]:
-        return {d["_id"]: d for d in self._c("images").find({"_id": {"$in": list(ids)}})}
+    def images_by_ids(self, ids: Iterable[str], chunk: int = 100) -> dict[str, Doc]:
+        """Image documents by id, in one indexed `$in` per chunk.
+
+        Only `_id: {$in}` in the query, in small chunks: SecantusDB scans the collection
+        when other fields join it, and slows down with long `$in` lists."""
+        wanted = list(ids)
+        found: dict[str, Doc] = {}
+        for start in range(0, len(wanted), chunk):
+            query = {"_id": {"$in": wanted[start : start + chunk]}}
+            found.update((d["_id"], d) for d in self._c("images").find(query))
+        return found
 
     def rendition_counts(self, collection_id: str, kinds: Iterable[str]) -> dict[str, int]:
         """How many renditions of each kind a collection has (current or stale, not deleted)."""
