@@ -25,13 +25,15 @@ class Change:
     max: dict[str, Any] = field(default_factory=dict)
     min: dict[str, Any] = field(default_factory=dict)
     on_insert: dict[str, Any] = field(default_factory=dict)
+    push: dict[str, list[Any]] = field(default_factory=dict)
 
     def then(self, later: Change) -> Change:
         """One change with the effect of self followed by `later` (same document).
 
         Each field stays under one operator, as MongoDB requires. Raises ValueError
         for the pairs no single update can express (an increment and a bound of the
-        same field, a non-zero insert default then an increment, a default then a bound).
+        same field, a non-zero insert default then an increment, a default then a bound,
+        an append to an array and any other operator on it).
         """
         out = Change(
             self.table,
@@ -41,13 +43,21 @@ class Change:
             dict(self.max),
             dict(self.min),
             dict(self.on_insert),
+            {k: list(v) for k, v in self.push.items()},
         )
-        mine_paths = {*self.inc, *self.set, *self.max, *self.min, *self.on_insert}
-        later_paths = {*later.inc, *later.set, *later.max, *later.min}
+        mine_paths = {*self.inc, *self.set, *self.max, *self.min, *self.on_insert, *self.push}
+        later_paths = {*later.inc, *later.set, *later.max, *later.min, *later.push}
         for a in mine_paths:
             for b in later_paths:
                 if a != b and (a.startswith(b + ".") or b.startswith(a + ".")):
                     raise ValueError(f"{a!r} and {b!r} overlap: apply them as separate updates")
+        # An array is only ever appended to: any other operator on it needs its own update.
+        for k in later.push:
+            if k in mine_paths and k not in self.push:
+                raise _unmergeable(k, "push")
+        for k in later_paths - set(later.push):
+            if k in self.push:
+                raise _unmergeable(k, "set/$inc/$max/$min")
         # `later.on_insert` is dropped: the document exists once self has been applied.
         for k, v in later.set.items():
             for ops in (out.inc, out.max, out.min, out.on_insert):
@@ -64,6 +74,8 @@ class Change:
                 out.inc[k] = v
             else:
                 raise _unmergeable(k, "inc")
+        for k, items in later.push.items():
+            out.push.setdefault(k, []).extend(items)
         for bound, pick in (("max", max), ("min", min)):
             for k, v in getattr(later, bound).items():
                 mine = getattr(out, bound)
@@ -89,6 +101,8 @@ class Change:
         ):
             if values:
                 update[op] = dict(values)
+        if self.push:
+            update["$push"] = {k: {"$each": list(v)} for k, v in self.push.items()}
         return update
 
 
@@ -123,4 +137,7 @@ def apply(doc: Doc | None, change: Change) -> Doc:
     for k, v in change.min.items():
         parent, name = _parent(out, k)
         parent[name] = v if parent.get(name) is None else min(parent[name], v)
+    for k, items in change.push.items():
+        parent, name = _parent(out, k)
+        parent[name] = [*parent.get(name, []), *items]
     return out

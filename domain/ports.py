@@ -40,8 +40,8 @@ class EventLog(Protocol):
         """Events of one stream with seq > after, ascending."""
         ...
 
-    def job_outcomes(self, job_id: str) -> Iterator[tuple[str, str, str, str]]:
-        """Every terminal outcome of a job as (type, image id, kind, error class or "")."""
+    def job_outcomes(self, job_id: str, after: int = 0) -> Iterator[tuple[str, str, str, str]]:
+        """Terminal outcomes of a job with seq > after, as (type, image id, kind, error class)."""
         ...
 
     def of_image(self, image_id: str, limit: int = 1000) -> list[StoredEvent]:

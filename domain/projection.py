@@ -15,7 +15,7 @@ from domain.changes import Change, Doc, apply
 
 # Projection name -> the read-model collections it owns.
 PROJECTIONS: dict[str, tuple[str, ...]] = {
-    "job_state": ("job_state",),
+    "job_state": ("job_state", "job_outcomes"),
     "folder_stats": ("folder_stats", "folder_collections"),
     "renditions": ("renditions",),
     "collections": ("collections", "images"),
@@ -39,6 +39,16 @@ def changes(stored: ev.StoredEvent) -> list[Change]:
     """The read-model changes one stored event makes (empty for most bookkeeping events)."""
     rule = _RULES.get(type(stored.event))
     return rule(stored) if rule else []
+
+
+# Outcomes of a job are also kept compactly for recovery: one `job_outcomes` document per
+# job and window of OUTCOME_WINDOW log positions, holding the image ids as arrays per kind
+# (and per failure class). Reading 500,000 done images this way takes about 0.5 s on
+# SecantusDB, where reading their 1,000,000 outcome events takes about 40 s.
+OUTCOME_WINDOW = 4096
+# Tables whose arrays are sets: an event applied late (after a passed gap) is appended
+# after later ones, so a replay may list the same ids in another order.
+UNORDERED_TABLES = ("job_outcomes",)
 
 
 def rendition_doc_id(image_id: str, kind: str) -> str:
@@ -168,6 +178,18 @@ def _heartbeat(s: ev.StoredEvent) -> list[Change]:
     return [Change("job_state", e.job_id, max={"heartbeat_at": s.at})]
 
 
+def _outcome_index(s: ev.StoredEvent, error_class: str = "") -> Change:
+    e = s.event
+    assert isinstance(e, ev.Outcome)
+    field = f"failed.{e.kind}.{error_class}" if error_class else f"done.{e.kind}"
+    return Change(
+        "job_outcomes",
+        f"{e.job_id}:{s.seq // OUTCOME_WINDOW}",
+        on_insert={"job_id": e.job_id},
+        push={field: [e.image_id]},
+    )
+
+
 def _job_outcome(s: ev.StoredEvent, status: str) -> Change:
     e = s.event
     assert isinstance(e, ev.Outcome)
@@ -219,6 +241,7 @@ def _generated(s: ev.StoredEvent) -> list[Change]:
             inc={"files": new_file},
             set={"folder_id": e.folder_id, "collection_id": e.collection_id},
         ),
+        _outcome_index(s),
         Change("renditions", rendition_doc_id(e.image_id, e.kind), set=rendition),
         # What planning needs, on the image itself: one read per image, not one per rendition.
         Change("images", e.image_id, set={f"r.{e.kind}": _currency(e)}),
@@ -236,7 +259,7 @@ def _currency(e: ev.RenditionGenerated) -> dict[str, object]:
 
 @_rule(ev.RenditionSkipped)
 def _skipped(s: ev.StoredEvent) -> list[Change]:
-    return [_job_outcome(s, "skipped")]
+    return [_job_outcome(s, "skipped"), _outcome_index(s)]
 
 
 @_rule(ev.RenditionFailed)
@@ -245,10 +268,11 @@ def _failed(s: ev.StoredEvent) -> list[Change]:
     assert isinstance(e, ev.RenditionFailed)
     job = _job_outcome(s, "failed")
     job.inc[f"failed_by_class.{e.error_class}"] = 1
+    index = _outcome_index(s, e.error_class)
     if not e.first_of_image:
-        return [job]
+        return [job, index]
     job.inc[f"failed_images_by_class.{e.error_class}"] = 1
-    return [job, Change("images", e.image_id, inc={f"failures.{e.error_class}": 1})]
+    return [job, index, Change("images", e.image_id, inc={f"failures.{e.error_class}": 1})]
 
 
 @_rule(ev.RenditionDeleted)

@@ -39,7 +39,12 @@ def _header(app: App, job_id: str) -> ev.JobPlanned:
 
 
 def job_progress(app: App, job_id: str) -> tuple[list[str], dict[str, set[str]], dict[str, str]]:
-    """(planned image ids, kinds with an outcome per image, failure class per failed image)."""
+    """(planned image ids, images with an outcome per kind, failure class per failed image).
+
+    Outcomes come from the compact `job_outcomes` projection up to the projector's
+    position, and from the log beyond it (and for gaps it has not filled yet), so the
+    answer is exact whether or not the projector is caught up, and fast when it is.
+    """
     header = _header(app, job_id)
     planned: list[str] = []
     for page in range(header.pages):
@@ -48,18 +53,31 @@ def job_progress(app: App, job_id: str) -> tuple[list[str], dict[str, set[str]],
             planned.extend(found.event.image_ids)
     done: dict[str, set[str]] = defaultdict(set)
     failed: dict[str, str] = {}
-    for kind_of_event, image, kind, error in app.events.job_outcomes(job_id):
-        done[image].add(kind)
-        if kind_of_event == "RenditionFailed":
+    position = app.projector.position()  # read first: the projection then holds at least this
+    for kind, images, error in app.read.job_outcome_lists(job_id):
+        done[kind].update(images)
+        if error:
+            failed.update(dict.fromkeys(images, error))
+    beyond = list(app.events.job_outcomes(job_id, after=position))
+    gaps = app.projector.unfilled_gaps()
+    for s in app.events.seqs(gaps) if gaps else []:
+        e = s.event
+        if isinstance(e, ev.Outcome) and e.job_id == job_id:
+            error = e.error_class if isinstance(e, ev.RenditionFailed) else ""
+            beyond.append((s.type, e.image_id, e.kind, error))
+    for _, image, kind, error in beyond:
+        done[kind].add(image)
+        if error:
             failed[image] = error
     return planned, done, failed
 
 
 def remaining_images(app: App, job_id: str) -> list[str]:
     """Planned images of a job that still lack an outcome for some planned kind."""
-    kinds = set(_header(app, job_id).kinds)
+    kinds = _header(app, job_id).kinds
     planned, done, _ = job_progress(app, job_id)
-    return [i for i in planned if not kinds <= done.get(i, set())]
+    sets = [done.get(kind, set()) for kind in kinds]
+    return [i for i in planned if not all(i in s for s in sets)]
 
 
 def resend_remaining(app: App, job_id: str) -> int:

@@ -10,7 +10,7 @@ import orjson
 
 from domain.errors import InvalidInput
 from domain.events import StoredEvent
-from domain.projection import PROJECTIONS, fold
+from domain.projection import PROJECTIONS, UNORDERED_TABLES, fold
 from domain.views import folder_view, job_view
 from ops.bootstrap import App
 from projections.projector import BOOKKEEPING, Projector, drop
@@ -44,8 +44,17 @@ def rebuild(app: App, names: Sequence[str]) -> int:
     return position
 
 
-def _clean(doc: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in doc.items() if k not in BOOKKEEPING}
+def _clean(doc: dict[str, Any], unordered: bool = False) -> dict[str, Any]:
+    out = {k: v for k, v in doc.items() if k not in BOOKKEEPING}
+    return _sorted_arrays(out) if unordered else out
+
+
+def _sorted_arrays(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _sorted_arrays(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return sorted(value, key=repr)
+    return value
 
 
 def verify(app: App, attempts: int = 3) -> tuple[int, list[str]]:
@@ -70,8 +79,9 @@ def verify(app: App, attempts: int = 3) -> tuple[int, list[str]]:
 def _diff(live: ReadModels, shadow: ReadModels) -> Iterator[str]:
     for tables in PROJECTIONS.values():
         for table in tables:
-            a = {d["_id"]: _clean(d) for d in live.table(table)}
-            b = {d["_id"]: _clean(d) for d in shadow.table(table)}
+            unordered = table in UNORDERED_TABLES
+            a = {d["_id"]: _clean(d, unordered) for d in live.table(table)}
+            b = {d["_id"]: _clean(d, unordered) for d in shadow.table(table)}
             for key in sorted(a.keys() | b.keys(), key=str):
                 if key not in b:
                     yield f"{table}/{key}: in live only"

@@ -61,8 +61,8 @@ class MemoryEventLog:
             found = [e for s, e in sorted(self._by_seq.items()) if s > after and e.stream == stream]
         return found[:limit]
 
-    def job_outcomes(self, job_id: str) -> Iterator[tuple[str, str, str, str]]:
-        for e in self.stream(f"job:{job_id}", limit=1 << 62):
+    def job_outcomes(self, job_id: str, after: int = 0) -> Iterator[tuple[str, str, str, str]]:
+        for e in self.stream(f"job:{job_id}", after=after, limit=1 << 62):
             if isinstance(e.event, Outcome):
                 error = e.event.error_class if isinstance(e.event, RenditionFailed) else ""
                 yield e.type, e.event.image_id, e.event.kind, error

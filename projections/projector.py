@@ -95,14 +95,30 @@ class Projector:
                 break
             run.append(s)
         if run:
-            self._apply(run, self._passed(run[0].seq, run[-1].seq))
-            self._advance(run[-1].seq)
-            for s in run:
-                self._gap_seen.pop(s.seq, None)
+            self._apply_run(run)
             return applied + len(run)
         if batch or self._events.head() > pos:
             self._maybe_pass_gap(pos + 1)
         return applied
+
+    def apply_run(self, run: list[StoredEvent]) -> None:
+        """Apply events seq position+1, +2, ... and move the checkpoint past them.
+
+        What `run_once` does after reading them; a bulk loader that holds the events it
+        stored (the benchmarks) hands them over here instead of reading them back.
+        """
+        if not run:
+            return
+        start = self.position() + 1
+        if [s.seq for s in run] != list(range(start, start + len(run))):
+            raise ValueError(f"apply_run takes a contiguous run of seqs from {start}")
+        self._apply_run(run)
+
+    def _apply_run(self, run: list[StoredEvent]) -> None:
+        self._apply(run, self._passed(run[0].seq, run[-1].seq))
+        self._advance(run[-1].seq)
+        for s in run:
+            self._gap_seen.pop(s.seq, None)
 
     def catch_up(self, until: int | None = None, timeout: float | None = None) -> int:
         """Apply until the position reaches `until` (default: the head now); return the position."""
@@ -127,6 +143,15 @@ class Projector:
                 stop.wait(max(idle, 1.0))
 
     # -- gaps ---------------------------------------------------------------------
+
+    def unfilled_gaps(self) -> list[int]:
+        """Seqs some of these projections passed and have not applied late yet."""
+        found = self._gaps.find({"passed_by": {"$in": list(self.names)}})
+        return [
+            int(g["_id"])
+            for g in found
+            if set(g.get("passed_by", [])) & set(self.names) - set(g.get("filled_for", []))
+        ]
 
     def _maybe_pass_gap(self, seq: int) -> None:
         now = self._clock.now()

@@ -39,6 +39,7 @@ class ReadModels:
         self._c("folder_collections").create_index("folder_id")
         self._c("job_state").create_index("collection_id")
         self._c("job_state").create_index("planned_at")
+        self._c("job_outcomes").create_index("job_id")
 
     # -- collections and images ---------------------------------------------------
 
@@ -177,6 +178,15 @@ class ReadModels:
         # Status is derived, so it is filtered here rather than in the query.
         matching = [d for d in cursor if job_status(d) == status]
         return [job_view(d) for d in matching[offset : offset + limit]], len(matching)
+
+    def job_outcome_lists(self, job_id: str) -> Iterator[tuple[str, list[str], str]]:
+        """A job's projected outcomes as (kind, image ids, error class or "") lists."""
+        for doc in self._c("job_outcomes").find({"job_id": job_id}, {"done": 1, "failed": 1}):
+            for kind, images in doc.get("done", {}).items():
+                yield kind, images, ""
+            for kind, classes in doc.get("failed", {}).items():
+                for error_class, images in classes.items():
+                    yield kind, images, error_class
 
     def paused_jobs(self) -> list[Doc]:
         """Jobs paused and not cancelled."""

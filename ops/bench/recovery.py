@@ -1,7 +1,7 @@
 """`imagecache bench recovery`: resume a job of --planned images of which half are done.
 
 The log holds the job (JobPlanned, its image pages) and one outcome per done image and
-kind; the `images` read model holds every planned image. Timed: computing planned minus
+kind, projected; the `images` read model holds every planned image. Timed: computing planned minus
 done from the log and publishing the remainder (to the in-process broker), on the
 embedded server (in its own process, as long-running commands run it), with the peak
 memory of this process.
@@ -20,7 +20,7 @@ from typing import Any
 
 from actors.plan import PLAN_PAGE
 from domain import events as ev
-from domain.events import stored
+from domain.events import StoredEvent, stored
 from domain.planning import pages
 from domain.specs import DEFAULT_SPECS
 from ops import control
@@ -68,22 +68,30 @@ def _fill(app: Any, planned: int, done_fraction: float) -> tuple[str, list[str]]
             len(image_pages),
         )
     )
+    app.projector.catch_up()
     # The outcomes go in as the very records append_many would store (same envelope, seq
-    # and key), inserted in bulk: only set-up speed differs, the log is the same.
+    # and key), inserted in bulk, and are projected by the projector's own write path:
+    # only set-up speed differs, the log and the read models are the same.
     seq, now = app.events.head(), time.time()
-    records: list[dict[str, Any]] = []
+    records: list[StoredEvent] = []
     for image in ids[: int(planned * done_fraction)]:
         for kind in KINDS:
             seq += 1
-            record = stored(ev.RenditionSkipped(job, image, cid, kind, "current"), seq, now)
-            records.append({"_id": seq, **record.to_record()})
+            records.append(stored(ev.RenditionSkipped(job, image, cid, kind, "current"), seq, now))
             if len(records) == 10_000:
-                app.db.events.insert_many(records)
+                _store(app, records)
                 records = []
-    if records:
-        app.db.events.insert_many(records)
+    _store(app, records)
     app.db.counters.update_one({"_id": "events"}, {"$max": {"n": seq}}, upsert=True)
     return job, ids
+
+
+def _store(app: Any, records: list[StoredEvent]) -> None:
+    if not records:
+        return
+    app.db.events.insert_many([{"_id": r.seq, **r.to_record()} for r in records])
+    for start in range(0, len(records), 1000):
+        app.projector.apply_run(records[start : start + 1000])
 
 
 def run(argv: list[str]) -> int:

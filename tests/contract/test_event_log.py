@@ -16,7 +16,16 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 from domain.errors import ImportRefused
-from domain.events import AlertRaised, Event, LibraryRootAdded, SeqVoided, StoredEvent
+from domain.events import (
+    AlertRaised,
+    Event,
+    JobImagesPlanned,
+    LibraryRootAdded,
+    RenditionFailed,
+    RenditionSkipped,
+    SeqVoided,
+    StoredEvent,
+)
 from domain.ports import EventLog
 from projections.event_log import MongoEventLog
 from projections.memory_log import MemoryEventLog
@@ -220,6 +229,25 @@ class EventLogContract:
         assert all(s.stream == mine for s in got)
         assert [s.seq for s in log.stream(mine, after=2, limit=1)] == [4]
         assert log.stream(f"job:{uuid.uuid4().hex}") == []
+
+    def test_job_outcomes_reads_one_jobs_outcomes_after_a_position(self, log: EventLog) -> None:
+        # Given a job's plan page, its outcomes, and another job's outcome, interleaved
+        job, other = uuid.uuid4().hex, uuid.uuid4().hex
+        log.append(JobImagesPlanned(job, 0, ["a", "b"]))
+        log.append(RenditionSkipped(job, "a", "c0ffee00c0ffee00", "cache", "current"))
+        log.append(RenditionSkipped(other, "x", "c0ffee00c0ffee00", "cache", "current"))
+        failed = RenditionFailed(job, "b", "c0ffee00c0ffee00", "cache", "corrupt", "truncated")
+        log.append(failed)
+
+        # When its outcomes are read, from the start and after the first one
+        # Then only outcomes of that job come, as (type, image, kind, error class)
+        assert sorted(log.job_outcomes(job)) == [
+            ("RenditionFailed", "b", "cache", "corrupt"),
+            ("RenditionSkipped", "a", "cache", ""),
+        ]
+        assert list(log.job_outcomes(job, after=2)) == [
+            ("RenditionFailed", "b", "cache", "corrupt")
+        ]
 
     def test_by_key_and_existing_keys(self, log: EventLog) -> None:
         # Given two stored events

@@ -15,12 +15,14 @@ from domain.changes import Change, Doc, apply
 
 # Which operators the projection rules combine on one field. A field is only ever
 # incremented (after a default of 0) or set; bounded by $max or set; bounded by $min
-# or set; or given a default and set. Dotted names reach into sub-documents.
+# or set; or given a default and set; or an array only ever appended to. Dotted names
+# reach into sub-documents.
 FAMILIES: dict[str, tuple[str, ...]] = {
     "counter": ("inc", "set", "on_insert"),
     "high": ("max", "set"),
     "low": ("min", "set"),
     "plain": ("set", "on_insert"),
+    "array": ("push",),
 }
 FIELDS = (
     "files",
@@ -30,8 +32,9 @@ FIELDS = (
     "last_progress_at",
     "first_outcome_at",
     "name",
+    "done.cache",
 )
-OPERATORS = ("inc", "set", "max", "min", "on_insert")
+OPERATORS = ("inc", "set", "max", "min", "on_insert", "push")
 
 values = st.integers(min_value=-50, max_value=50)
 
@@ -47,14 +50,17 @@ def change_sequences(draw: st.DrawFn) -> tuple[list[Change], Doc | None]:
         for name in draw(st.lists(st.sampled_from(FIELDS), unique=True, max_size=5)):
             op = draw(st.sampled_from(FAMILIES[family[name]]))
             # A counter's default is 0, as in the rules: $inc of a missing field starts there.
-            value = 0 if op == "on_insert" and family[name] == "counter" else draw(values)
+            value: Any = 0 if op == "on_insert" and family[name] == "counter" else draw(values)
+            if op == "push":
+                value = draw(st.lists(values, min_size=1, max_size=3))
             getattr(change, op)[name] = value
         changes.append(change)
     start: Doc | None = None
     if draw(st.booleans()):
         start = {"_id": doc_id}
         for name in draw(st.lists(st.sampled_from(FIELDS), unique=True)):
-            apply(start, Change("t", doc_id, set={name: draw(values)}))
+            value = draw(st.lists(values)) if family[name] == "array" else draw(values)
+            apply(start, Change("t", doc_id, set={name: value}))
     return changes, start
 
 
@@ -166,6 +172,9 @@ def test_zero_default_then_inc_is_one_inc() -> None:
         ({"min": {"x": 1}}, {"max": {"x": 3}}),
         ({"on_insert": {"x": 5}}, {"inc": {"x": 1}}),
         ({"on_insert": {"x": 5}}, {"max": {"x": 1}}),
+        ({"set": {"x": [1]}}, {"push": {"x": [2]}}),
+        ({"push": {"x": [1]}}, {"set": {"x": [2]}}),
+        ({"push": {"x": [1]}}, {"inc": {"x": 1}}),
     ],
 )
 def test_pairs_no_single_update_expresses_are_refused(
