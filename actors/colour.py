@@ -1,7 +1,9 @@
 """Colour for rendering: modes to 8 bits, embedded ICC profiles to sRGB, alpha onto a background.
 
 Working modes after `to_working`: L, LA, RGB, RGBA, or CMYK (CMYK is resized first and turned
-into sRGB afterwards, on the smaller image). `to_srgb` leaves L, LA, RGB or RGBA.
+into sRGB afterwards, on the smaller image). `to_srgb` leaves L, LA, RGB or RGBA. One more mode
+reaches `for_encoder`: YCbCr, from the render kernel's JPEG fast path, which takes it only when
+`leaves_rgb_alone` says that `to_srgb` would not touch the pixels.
 """
 
 from __future__ import annotations
@@ -61,6 +63,12 @@ def to_srgb(im: Image.Image, icc_profile: bytes | None) -> Image.Image:
     return im
 
 
+def leaves_rgb_alone(icc_profile: bytes | None) -> bool:
+    """True when `to_srgb` would hand RGB pixels back unchanged: no profile, an sRGB one, or one
+    that cannot be used (then the pixels are taken as sRGB)."""
+    return not icc_profile or _transform_to_srgb(icc_profile, "RGB", "RGB") is None
+
+
 def flatten(im: Image.Image, background: str) -> Image.Image:
     """An image without alpha: transparent parts show `background` (a CSS colour)."""
     if im.mode not in ("RGBA", "LA"):
@@ -76,7 +84,9 @@ def flatten(im: Image.Image, background: str) -> Image.Image:
 
 
 def for_encoder(im: Image.Image, fmt: str) -> Image.Image:
-    """The image in a mode the encoder takes: WebP and AVIF want RGB or RGBA."""
+    """The image in a mode the encoder takes: JPEG takes what it is given (L, RGB, CMYK, or
+    YCbCr as is, without a colour conversion); WebP and AVIF want RGB or RGBA, so L and YCbCr
+    become RGB."""
     if fmt == "jpeg" or im.mode in ("RGB", "RGBA"):
         return im
     return im.convert("RGBA" if im.mode == "LA" else "RGB")

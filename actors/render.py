@@ -9,7 +9,15 @@ Errors, each with a one-line message:
     HEIC/HEIF without pillow-heif installed               UnsupportedFormat (says to install it)
     an encoder that refuses the output                    UnsupportedFormat
     more pixels than max_pixels, decompression bomb       TooManyPixels
-    EIO, ESTALE and other read errors; MemoryError        TransientIOError (retried)"""
+    EIO, ESTALE and other read errors; MemoryError        TransientIOError (retried)
+
+The JPEG fast path: most sources are camera JPEGs, stored as YCbCr. When such a JPEG needs no
+colour conversion (no ICC profile, or an sRGB one), it is decoded to its own YCbCr planes, not
+to RGB; the luma is resized with Lanczos like everything else, the chroma straight to the half
+resolution a 4:2:0 JPEG keeps of it (`_resize_planes`), and the YCbCr image goes to the JPEG
+encoder as it is (for WebP and AVIF it becomes RGB, at the output size). Measured on the 12 bench
+photos (12 MP to 1920 + 300 JPEGs, one core, A/B in one process): 0.91-0.94 of the CPU time of
+the RGB path; luma SSIM the same, chroma SSIM min 0.9911 against 0.9929 (through q100)."""
 
 from __future__ import annotations
 
@@ -25,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from PIL import Image, ImageFile, UnidentifiedImageError, features
+from PIL import Image, ImageFile, JpegImagePlugin, UnidentifiedImageError, features
 
 from actors import colour
 from domain.errors import (
@@ -71,6 +79,8 @@ _SIGNATURES = (
     (b"\x00\x00\x00\x0cjP  \r\n\x87\n", "JPEG2000"),
     (b"\xff\x4f\xff\x51", "JPEG2000"),
 )
+# Component ids that libjpeg 9 reads as RGB ('RGB'), big gamut RGB ('rgb') or big gamut YCC.
+_NOT_YCBCR_IDS = ((82, 71, 66), (114, 103, 98), (1, 34, 35))
 _HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1")
 _DECODE_ERRORS = (
     OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError,
@@ -107,11 +117,17 @@ def render(
         largest = max(targets, key=_area, default=upright)
         stored = _upright(largest, orientation)  # the same swap turns it back
         if draftable:
-            im.draft(None, stored)  # DCT scaling: decode at the smallest 1/8..1/1 still >= stored
+            # DCT scaling: decode at the smallest 1/8..1/1 still >= stored; a JPEG that can take
+            # the fast path as YCbCr (libjpeg then skips its colour conversion), others as RGB.
+            im.draft("YCbCr" if _planar_source(im) else None, stored)
             im.load()
         icc_profile = im.info.get("icc_profile")
-        working = colour.to_working(im)
-    base = colour.to_srgb(_resize(working, stored), icc_profile)
+        planar = draftable and im.mode == "YCbCr"  # not if Pillow declined the draft
+        working = im if planar else colour.to_working(im)
+    if planar:
+        base = _resize_planes(working, stored)  # sRGB already: _planar_source checked
+    else:
+        base = colour.to_srgb(_resize(working, stored), icc_profile)
     if orientation in _TRANSPOSE:
         base = base.transpose(_TRANSPOSE[orientation])  # after the downscale: fewer pixels
     base.info = {}  # no stale ICC profile or orientation tag may reach an encoder
@@ -201,6 +217,54 @@ def _resize(im: Image.Image, size: Size) -> Image.Image:
     if im.size == size:
         return im
     return im.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)
+
+
+def _planar_source(im: ImageFile.ImageFile) -> bool:
+    """True for a JPEG whose three channels libjpeg decodes from YCbCr to RGB and whose colours
+    `colour.to_srgb` would leave alone: the fast path then gives the colours the RGB path does.
+
+    libjpeg-turbo takes three channels as YCbCr unless an Adobe marker says transform 0 or the
+    component ids spell 'RGB' (jdapimin.c); decoding those to YCbCr fails, so they keep to RGB,
+    as does anything with component ids libjpeg 9 reads as another colour space.
+    """
+    if not isinstance(im, JpegImagePlugin.JpegImageFile) or im.mode != "RGB":
+        return False
+    ids = tuple(component[0] for component in im.layer)
+    if len(ids) != 3 or ids in _NOT_YCBCR_IDS or im.info.get("adobe_transform") == 0:
+        return False
+    if ids != (1, 2, 3) and "jfif" not in im.info and "adobe_transform" not in im.info:
+        return False  # libjpeg-turbo would guess YCbCr, libjpeg 9 might not: no guessing here
+    return colour.leaves_rgb_alone(im.info.get("icc_profile"))
+
+
+def _resize_planes(im: Image.Image, size: Size) -> Image.Image:
+    """A YCbCr image resized plane by plane: the luma with Lanczos, as `_resize` does; the
+    chroma straight to half the size (a 2x2 box reduction, then bicubic), each of its pixels
+    then repeated 2x2.
+
+    The JPEG encoder keeps the chroma at half resolution (4:2:0, the mean of each 2x2 block),
+    so it gets back exactly the chroma resized here (an odd width or height turned by the EXIF
+    orientation shifts the blocks by a pixel: a slight blur of the chroma, no more).
+
+    Per 12 MP JPEG decoded at 1/2 scale (2000x1500 -> 1920x1440), one core: RGB Lanczos 58 ms,
+    this 42 ms (split 1.7, luma 23, each chroma plane 5.6 + 1.1, merge 4.1); the encoder takes
+    1.6-3 ms more for YCbCr than for RGB. Against a full-decode Lanczos reference, 12 photos,
+    served at q85: chroma SSIM min / mean and RGB PSNR mean 0.9512 / 0.9818 / 40.29 dB, against
+    0.9518 / 0.9820 / 40.32 dB for the RGB path. Other chroma filters (ms a plane; dB at q85):
+    Lanczos 7.4 (as the RGB path; the render 3-5 % slower), BOX 4.8 (-0.15 dB), BILINEAR 4.1
+    (-0.1 dB, chroma SSIM min 0.9490); BILINEAR at full size 11.
+    """
+    if im.size == size:
+        return im
+    luma, blue, red = im.split()
+    half = ((size[0] + 1) // 2, (size[1] + 1) // 2)
+    chroma = [
+        plane.resize(half, Image.Resampling.BICUBIC, reducing_gap=1.0).resize(
+            size, Image.Resampling.NEAREST
+        )
+        for plane in (blue, red)
+    ]
+    return Image.merge("YCbCr", [_resize(luma, size), *chroma])
 
 
 def _smallest_cover(made: dict[Size, Image.Image], size: Size) -> Image.Image:

@@ -4,8 +4,9 @@ Per image of the set, side by side in one run: a 1920 cache image and a 300 thum
 `actors.render.render`, then the same by naive Pillow (open, convert, thumbnail, save, once per
 size). Images/s are counted on CPU time (what one core delivers, whatever else runs on the
 machine) and on wall time. Quality: SSIM on luma of the kernel's cache image (through a q100
-JPEG) against a full decode resized with Lanczos. Memory: peak RSS of a subprocess rendering
-one 50 MP JPEG.
+JPEG) against a full decode resized with Lanczos, and on its chroma (Cb and Cr, compared at
+half size, the resolution a 4:2:0 JPEG keeps): luma alone would not see chroma go wrong.
+Memory: peak RSS of a subprocess rendering one 50 MP JPEG.
 """
 
 from __future__ import annotations
@@ -138,13 +139,14 @@ def _quality(files: list[Path]) -> dict[str, float]:
     # The kernel's pixels are judged through a q100 JPEG, so that the resize path is measured
     # and not the encoder; at the served quality both sides are also compared, for context.
     lossless = replace(SPECS[0], quality=100)
-    kernel, served, reference_served = [], [], []
+    kernel, chroma, served, reference_served = [], [], [], []
     for path in files:
         with Image.open(path) as full:
             upright = _srgb(ImageOps.exif_transpose(full)).convert("RGB")
         near, out = render(path, [lossless, SPECS[0]])
         reference = upright.resize((near.width, near.height), Image.Resampling.LANCZOS)
         kernel.append(ssim(_decoded(near.data), reference))
+        chroma.append(_chroma_ssim(_decoded(near.data), reference))
         served.append(ssim(_decoded(out.data), reference))
         encoded = io.BytesIO()
         reference.save(encoded, "JPEG", quality=SPECS[0].quality)
@@ -152,9 +154,18 @@ def _quality(files: list[Path]) -> dict[str, float]:
     return {
         "ssim_min": min(kernel),
         "ssim_mean": sum(kernel) / len(kernel),
+        "ssim_chroma_min": min(chroma),
+        "ssim_chroma_mean": sum(chroma) / len(chroma),
         "ssim_min_served": min(served),
         "ssim_min_served_reference": min(reference_served),
     }
+
+
+def _chroma_ssim(a: Image.Image, b: Image.Image) -> float:
+    """The lower SSIM of the two chroma planes, each at half size (0.1 s, not 0.35 at full)."""
+    half = ((a.width + 1) // 2, (a.height + 1) // 2)
+    planes = [im.convert("YCbCr").resize(half, Image.Resampling.BOX).split()[1:] for im in (a, b)]
+    return min(ssim(x, y) for x, y in zip(*planes, strict=True))
 
 
 def _srgb(im: Image.Image) -> Image.Image:
@@ -264,6 +275,8 @@ def _table(r: dict[str, Any]) -> str:
             f"   target >= {t['ssim_min']:g}: {met['ssim_min']}",
             f"{'  as served (q85): min':28}{r['ssim_min_served']:>14.4f}"
             f"   (reference itself at q85: {r['ssim_min_served_reference']:.4f})",
+            f"{'SSIM chroma min / mean':28}{r['ssim_chroma_min']:>14.4f}"
+            f"{r['ssim_chroma_mean']:>15.4f}",
             f"{'peak RSS, ' + r['peak_source']:44}{r['peak_rss_mb']:>7.0f} MB"
             f"   target <= {t['peak_rss_mb']:g}: {met['peak_rss_mb']}"
             f"  (interpreter + imports {r['imported_rss_mb']:.0f} MB)",

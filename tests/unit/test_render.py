@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image, ImageFile, JpegImagePlugin
+from PIL import Image, ImageCms, ImageFile, ImageStat, JpegImagePlugin
 
 from actors.render import Rendered, image_size, render
 from domain.errors import (
@@ -223,6 +223,153 @@ def test_cmyk_jpeg_renders_as_rgb(tmp_path: Path) -> None:
     # Then it is an RGB JPEG showing red
     im = decoded(out)
     assert im.mode == "RGB" and near(im.getpixel((32, 32)), RED, 8)
+
+
+# --- the JPEG fast path (YCbCr planes) -------------------------------------------------------
+
+
+@pytest.fixture
+def draft_modes(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
+    """The modes render asks of the JPEG draft, in order: "YCbCr" is the fast path."""
+    modes: list[str | None] = []
+    original = JpegImagePlugin.JpegImageFile.draft
+
+    def spy(self: JpegImagePlugin.JpegImageFile, mode: str | None, size: Any) -> Any:
+        modes.append(mode)
+        return original(self, mode, size)
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
+    return modes
+
+
+def rgb_path_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From here on, Pillow decodes every JPEG to RGB, as if it declined the YCbCr draft."""
+    original = JpegImagePlugin.JpegImageFile.draft
+
+    def rgb(self: JpegImagePlugin.JpegImageFile, mode: str | None, size: Any) -> Any:
+        return original(self, None, size)
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", rgb)
+
+
+def saturated_picture(size: tuple[int, int] = (1600, 1200)) -> Image.Image:
+    """Full primaries and secondaries on top, a hue sweep in the middle, coloured stripes on
+    white below: what chroma filtering and colour conversion would get wrong shows."""
+    width, height = size
+    im = Image.new("RGB", size, WHITE)
+    colours = [RED, (0, 255, 0), BLUE, (255, 255, 0), (255, 0, 255), (0, 255, 255)]
+    for i, colour in enumerate(colours):
+        im.paste(colour, (i * width // 6, 0, (i + 1) * width // 6, height // 3))
+    sweep = Image.linear_gradient("L").rotate(90).resize((width, height // 3))
+    full, bright = Image.new("L", sweep.size, 255), Image.new("L", sweep.size, 230)
+    hsv = Image.merge("HSV", [sweep, full, bright])
+    im.paste(hsv.convert("RGB"), (0, height // 3))
+    for x in range(0, width, 16):
+        im.paste(colours[x // 16 % 6], (x, 2 * height // 3, x + 8, height))
+    return im
+
+
+def mean_colour(rendition: Rendered) -> list[float]:
+    return list(ImageStat.Stat(decoded(rendition).convert("RGB")).mean)
+
+
+def mean_abs_difference(a: Rendered, b: Rendered) -> float:
+    pa, pb = decoded(a).convert("RGB").tobytes(), decoded(b).convert("RGB").tobytes()
+    assert len(pa) == len(pb)
+    return sum(abs(x - y) for x, y in zip(pa, pb, strict=True)) / len(pa)
+
+
+FAST_PATH_SPECS = [
+    RenditionSpec("cache", 700, 700, "jpeg", 95),
+    RenditionSpec("thumbnail", 150, 150, "jpeg", 95),
+    RenditionSpec("cache", 500, 500, "webp", 95),
+]
+
+
+def test_plain_jpeg_takes_the_fast_path_with_the_colours_of_the_rgb_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, draft_modes: list[str | None]
+) -> None:
+    # Given a saturated-colour JPEG without a profile, odd sizes on the way (1600x1200 -> 700x525)
+    path = save(saturated_picture(), tmp_path / "colours.jpg", quality=95)
+    # When it renders to JPEG and WebP on the fast path, and again with the decode forced to RGB
+    fast = render(path, FAST_PATH_SPECS)
+    assert draft_modes == ["YCbCr"]
+    rgb_path_only(monkeypatch)
+    slow = render(path, FAST_PATH_SPECS)
+    # Then both give the same sizes, the same mean colours and near-identical pixels
+    for a, b in zip(fast, slow, strict=True):
+        assert (a.width, a.height, a.format) == (b.width, b.height, b.format)
+        assert max(abs(x - y) for x, y in zip(mean_colour(a), mean_colour(b), strict=True)) < 1.5
+        assert mean_abs_difference(a, b) < 2.5, a  # measured 1.7 for the 700 px JPEG
+    # and the fast JPEG is an ordinary 4:2:0 JPEG, its colours where they belong
+    cache = decoded(fast[0])
+    assert cache.mode == "RGB" and JpegImagePlugin.get_sampling(cache) == 2
+    assert near(cache.getpixel((50, 50)), RED, 6)
+    assert near(cache.getpixel((300, 50)), BLUE, 6)
+    assert decoded(fast[2]).mode == "RGB"
+
+
+def test_jpeg_with_a_non_srgb_profile_keeps_to_the_rgb_path(
+    tmp_path: Path, draft_modes: list[str | None]
+) -> None:
+    # Given the same pixels as a plain JPEG, tagged with a profile that is almost sRGB (sRGB
+    # primaries, gamma 2.2) but not sRGB, and tagged with a wide gamut profile
+    picture = saturated_picture()
+    plain = save(picture, tmp_path / "plain.jpg", quality=95)
+    almost = save(picture, tmp_path / "almost.jpg", quality=95, icc_profile=_near_srgb_profile())
+    wide = save(picture, tmp_path / "wide.jpg", quality=95, icc_profile=_matrix_profile(1.8))
+    # When each renders
+    outputs = [render(path, FAST_PATH_SPECS[:1])[0] for path in (plain, almost, wide)]
+    # Then only the plain one takes the fast path; the others are converted to sRGB on the RGB
+    # path: the almost-sRGB one comes out near-identical, the wide gamut one visibly changed
+    assert draft_modes == ["YCbCr", None, None]
+    assert mean_abs_difference(outputs[0], outputs[1]) < 3  # measured 2.0
+    assert mean_abs_difference(outputs[0], outputs[2]) > 5  # measured 6.1
+
+
+def test_jpeg_with_an_srgb_profile_takes_the_fast_path(
+    tmp_path: Path, draft_modes: list[str | None]
+) -> None:
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    path = save(marked_picture((1200, 900)), tmp_path / "s.jpg", quality=95, icc_profile=srgb)
+    (out,) = render(path, [THUMB])
+    assert draft_modes == ["YCbCr"]
+    assert near(decoded(out).getpixel((30, 20)), RED, 8)
+
+
+@pytest.mark.parametrize("how", ["adobe transform 0", "component ids RGB"])
+def test_rgb_coded_jpeg_keeps_to_the_rgb_path(
+    tmp_path: Path, draft_modes: list[str | None], how: str
+) -> None:
+    # Given a JPEG that stores R, G and B themselves (libjpeg cannot decode it to YCbCr)
+    path = tmp_path / "rgb.jpg"
+    path.write_bytes(_rgb_coded_jpeg(marked_picture(), adobe=how.startswith("adobe")))
+    # When it renders, Then it is decoded as RGB, with the right colours, upright
+    (out,) = render(path, [RenditionSpec("cache", 400, 400)])
+    assert draft_modes == [None]
+    im = decoded(out)
+    assert near(im.getpixel((40, 30)), RED, 12)
+    assert near(im.getpixel((360, 30)), BLUE, 12)
+    assert near(im.getpixel((40, 260)), WHITE, 12)
+
+
+@pytest.mark.parametrize("mode", ["L", "CMYK"])
+def test_grey_and_cmyk_jpegs_keep_to_their_path(
+    tmp_path: Path, draft_modes: list[str | None], mode: str
+) -> None:
+    path = save(marked_picture((900, 600)).convert(mode), tmp_path / "p.jpg", quality=95)
+    (out,) = render(path, [THUMB])
+    assert draft_modes == [None]
+    assert (out.width, out.height) == (300, 200)
+
+
+def test_mpo_takes_the_fast_path(tmp_path: Path, draft_modes: list[str | None]) -> None:
+    first, second = marked_picture((1200, 900)), Image.new("RGB", (1200, 900), BLUE)
+    path = tmp_path / "stereo.mpo"
+    first.save(path, "MPO", save_all=True, append_images=[second], quality=95)
+    (out,) = render(path, [THUMB])
+    assert draft_modes == ["YCbCr"]
+    assert near(decoded(out).getpixel((30, 20)), RED, 8)
 
 
 def test_sixteen_bit_greyscale_png_is_scaled_not_clipped(tmp_path: Path) -> None:
@@ -444,8 +591,12 @@ _ADOBE_D50 = ((0.6097, 0.2053, 0.1492), (0.3111, 0.6257, 0.0632), (0.0195, 0.060
 _SRGB_D50 = ((0.4361, 0.3851, 0.1431), (0.2225, 0.7169, 0.0606), (0.0139, 0.0971, 0.7141))
 
 
-def _matrix_profile(gamma: float) -> bytes:
-    """An ICC v2 RGB display profile: Adobe RGB primaries, a pure power-law curve."""
+def _matrix_profile(
+    gamma: float,
+    primaries: tuple[tuple[float, ...], ...] = _ADOBE_D50,
+    name: bytes = b"Test wide RGB, gamma 1.8\x00",
+) -> bytes:
+    """An ICC v2 RGB display profile: Adobe RGB primaries (or others), a pure power-law curve."""
 
     def s15(value: float) -> bytes:
         return struct.pack(">i", round(value * 65536))
@@ -453,11 +604,10 @@ def _matrix_profile(gamma: float) -> bytes:
     def xyz(x: float, y: float, z: float) -> bytes:
         return b"XYZ \x00\x00\x00\x00" + s15(x) + s15(y) + s15(z)
 
-    name = b"Test wide RGB, gamma 1.8\x00"
     desc = b"desc\x00\x00\x00\x00" + struct.pack(">I", len(name)) + name
     desc += b"\x00" * 8 + b"\x00\x00\x00" + b"\x00" * 67
     curve = b"curv\x00\x00\x00\x00" + struct.pack(">IH", 1, round(gamma * 256)) + b"\x00\x00"
-    columns = list(zip(*_ADOBE_D50, strict=True))
+    columns = list(zip(*primaries, strict=True))
     tags = [
         (b"desc", desc),
         (b"wtpt", xyz(0.9642, 1.0, 0.8249)),
@@ -481,6 +631,42 @@ def _matrix_profile(gamma: float) -> bytes:
     header += s15(0.9642) + s15(1.0) + s15(0.8249) + b"\x00" * 48
     assert len(header) == 128
     return header + struct.pack(">I", len(tags)) + table + data
+
+
+def _near_srgb_profile() -> bytes:
+    """sRGB primaries with a plain gamma 2.2 curve: not sRGB by name, nearly so by numbers."""
+    return _matrix_profile(2.2, _SRGB_D50, b"Test display, gamma 2.2\x00")
+
+
+def _rgb_coded_jpeg(picture: Image.Image, *, adobe: bool) -> bytes:
+    """A JPEG that stores R, G, B without the YCbCr transform, marked as such by an Adobe
+    marker with transform 0, or (adobe=False) by the component ids 'R', 'G', 'B'."""
+    # The encoder writes whatever a YCbCr image holds: give it R, G, B, no subsampling.
+    buffer = io.BytesIO()
+    Image.merge("YCbCr", picture.split()).save(buffer, "JPEG", quality=95, subsampling=0)
+    data = buffer.getvalue()
+    out, position = bytearray(data[:2]), 2
+    while True:
+        marker = data[position + 1]
+        if marker == 0xDA:  # start of scan: the rest is entropy-coded data
+            segment = bytearray(data[position:])
+            if not adobe:
+                for k, cid in enumerate(b"RGB"):
+                    segment[5 + 2 * k] = cid
+            out += segment
+            return bytes(out)
+        length = struct.unpack(">H", data[position + 2 : position + 4])[0]
+        segment = bytearray(data[position : position + 2 + length])
+        position += 2 + length
+        if marker == 0xE0:  # JFIF says YCbCr: drop it
+            if adobe:
+                body = b"Adobe" + struct.pack(">HHHB", 100, 0, 0, 0)
+                out += b"\xff\xee" + struct.pack(">H", len(body) + 2) + body
+            continue
+        if marker == 0xC0 and not adobe:
+            for k, cid in enumerate(b"RGB"):
+                segment[10 + 3 * k] = cid
+        out += segment
 
 
 def _adobe_gamma18_to_srgb(colour: tuple[int, int, int]) -> tuple[int, int, int]:
