@@ -8,6 +8,8 @@ fold of the same events can be compared field by field.
 
 from __future__ import annotations
 
+import builtins
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +28,23 @@ class Change:
     min: dict[str, Any] = field(default_factory=dict)
     on_insert: dict[str, Any] = field(default_factory=dict)
     push: dict[str, list[Any]] = field(default_factory=dict)
+    unset: builtins.set[str] = field(default_factory=builtins.set)
+    # (paths, their proper dotted prefixes), computed on first merge and carried forward:
+    # merging many changes of one document stays linear in their paths.
+    _index: tuple[builtins.set[str], builtins.set[str]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    def paths(self) -> builtins.set[str]:
+        """Every field this change names, under any operator."""
+        return self._paths_and_prefixes()[0]
+
+    def _paths_and_prefixes(self) -> tuple[builtins.set[str], builtins.set[str]]:
+        if self._index is None:
+            paths = {*self.inc, *self.set, *self.max, *self.min, *self.on_insert, *self.push}
+            paths |= self.unset
+            self._index = (paths, _prefixes(paths))
+        return self._index
 
     def then(self, later: Change) -> Change:
         """One change with the effect of self followed by `later` (same document).
@@ -33,8 +52,32 @@ class Change:
         Each field stays under one operator, as MongoDB requires. Raises ValueError
         for the pairs no single update can express (an increment and a bound of the
         same field, a non-zero insert default then an increment, a default then a bound,
-        an append to an array and any other operator on it).
+        an append to an array and any other operator on it, anything but a set after
+        an unset).
         """
+        mine_paths, mine_prefixes = self._paths_and_prefixes()
+        later_paths = {*later.inc, *later.set, *later.max, *later.min, *later.push, *later.unset}
+        later_prefixes = _prefixes(later_paths)
+        # One path inside another (a.b and a.b.c): MongoDB refuses both in one update.
+        for b in later_paths & mine_prefixes:
+            raise ValueError(f"{b!r} and a path inside it overlap: apply them separately")
+        for a in later_prefixes & mine_paths:
+            raise ValueError(f"{a!r} and a path inside it overlap: apply them separately")
+        # An array is only ever appended to: any other operator on it needs its own update.
+        for k in later.push:
+            if k in mine_paths and k not in self.push:
+                raise _unmergeable(k, "push")
+        for k in later_paths - builtins.set(later.push):
+            if k in self.push and k not in later.unset:
+                raise _unmergeable(k, "set/$inc/$max/$min")
+        # Setting a.b then removing it leaves an empty `a` behind; one $unset would not.
+        for k in later.unset:
+            if "." in k and k in mine_paths and k not in self.unset:
+                raise _unmergeable(k, "unset")
+        # After an unset only a set can follow in the same update.
+        for k in later_paths - builtins.set(later.set) - later.unset:
+            if k in self.unset:
+                raise _unmergeable(k, "inc/$max/$min/$push")
         out = Change(
             self.table,
             self.doc_id,
@@ -44,24 +87,17 @@ class Change:
             dict(self.min),
             dict(self.on_insert),
             {k: list(v) for k, v in self.push.items()},
+            builtins.set(self.unset),
         )
-        mine_paths = {*self.inc, *self.set, *self.max, *self.min, *self.on_insert, *self.push}
-        later_paths = {*later.inc, *later.set, *later.max, *later.min, *later.push}
-        for a in mine_paths:
-            for b in later_paths:
-                if a != b and (a.startswith(b + ".") or b.startswith(a + ".")):
-                    raise ValueError(f"{a!r} and {b!r} overlap: apply them as separate updates")
-        # An array is only ever appended to: any other operator on it needs its own update.
-        for k in later.push:
-            if k in mine_paths and k not in self.push:
-                raise _unmergeable(k, "push")
-        for k in later_paths - set(later.push):
-            if k in self.push:
-                raise _unmergeable(k, "set/$inc/$max/$min")
         # `later.on_insert` is dropped: the document exists once self has been applied.
+        for k in later.unset:
+            for ops in (out.inc, out.set, out.max, out.min, out.on_insert, out.push):
+                ops.pop(k, None)
+            out.unset.add(k)
         for k, v in later.set.items():
             for ops in (out.inc, out.max, out.min, out.on_insert):
                 ops.pop(k, None)
+            out.unset.discard(k)
             out.set[k] = v
         for k, v in later.inc.items():
             if k in out.set:
@@ -87,6 +123,7 @@ class Change:
                     raise _unmergeable(k, bound)
                 else:
                     mine[k] = v
+        out._index = (mine_paths | later_paths, mine_prefixes | later_prefixes)
         return out
 
     def mongo_update(self) -> Doc:
@@ -103,7 +140,20 @@ class Change:
                 update[op] = dict(values)
         if self.push:
             update["$push"] = {k: {"$each": list(v)} for k, v in self.push.items()}
+        if self.unset:
+            update["$unset"] = dict.fromkeys(sorted(self.unset), "")
         return update
+
+
+def _prefixes(paths: Iterable[str]) -> builtins.set[str]:
+    """The proper dotted prefixes of the paths: a.b.c gives a and a.b."""
+    out: builtins.set[str] = builtins.set()
+    for path in paths:
+        i = path.find(".")
+        while i >= 0:
+            out.add(path[:i])
+            i = path.find(".", i + 1)
+    return out
 
 
 def _unmergeable(name: str, op: str) -> ValueError:
@@ -140,4 +190,11 @@ def apply(doc: Doc | None, change: Change) -> Doc:
     for k, items in change.push.items():
         parent, name = _parent(out, k)
         parent[name] = [*parent.get(name, []), *items]
+    for k in change.unset:
+        *parents, name = k.split(".")
+        holder: Any = out
+        for part in parents:  # $unset creates nothing on its way
+            holder = holder.get(part) if isinstance(holder, dict) else None
+        if isinstance(holder, dict):
+            holder.pop(name, None)
     return out

@@ -116,8 +116,9 @@ def bootstrap(settings: Settings, *, long_running: bool = False) -> Iterator[App
         events = MongoEventLog(db, clock)
         events.ensure_indexes()
         read = ReadModels(db)
-        read.ensure_indexes()
         projector = Projector(events, db, clock, gap_timeout=settings.gap_timeout)
+        projector.upgrade()  # before the indexes: a rebuilt projection's were dropped with it
+        read.ensure_indexes()
         files = LocalFileStore()
         generator = Generator(events, read, files, clock, max_pixels=settings.max_pixels)
         try:

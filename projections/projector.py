@@ -27,7 +27,7 @@ from pymongo.errors import BulkWriteError
 from domain.changes import Change
 from domain.events import StoredEvent
 from domain.ports import Clock, EventLog
-from domain.projection import PROJECTIONS, changes
+from domain.projection import PROJECTION_VERSIONS, PROJECTIONS, changes
 
 log = logging.getLogger("imagecache.projector")
 
@@ -70,6 +70,38 @@ class Projector:
         found = self._checkpoints.find({"_id": {"$in": list(self.names)}})
         docs = {d["_id"]: int(d["seq"]) for d in found}
         return min(docs.get(n, 0) for n in self.names)
+
+    def upgrade(self) -> list[str]:
+        """Rebuild projections stored at another version than this code's; return their names.
+
+        Run at start, before projecting: the read models are dropped and replayed from seq 0
+        (recorded with the new version first, so another process starting at the same time
+        does not drop them again).
+        """
+        rebuilt = []
+        for name in self.names:
+            version = PROJECTION_VERSIONS[name]
+            found = self._checkpoints.find_one({"_id": name})
+            if found is None:
+                self._checkpoints.update_one(
+                    {"_id": name}, {"$setOnInsert": {"seq": 0, "version": version}}, upsert=True
+                )
+                continue
+            if found.get("version", 1) == version:
+                continue
+            claimed = self._checkpoints.update_one(
+                {"_id": name, "version": {"$ne": version}}, {"$set": {"version": version}}
+            )
+            if claimed.modified_count != 1:
+                continue  # another process is rebuilding it
+            log.warning(
+                "projection %s is stored at version %s, this code writes %s:"
+                " rebuilding it from the log",
+                name, found.get("version", 1), version,
+            )  # fmt: skip
+            drop(self._db, [name], self._prefix)
+            rebuilt.append(name)
+        return rebuilt
 
     def lag(self) -> int:
         """How many positions the projections are behind the log's head."""
@@ -300,5 +332,8 @@ def drop(db: Database[Any], names: Iterable[str], prefix: str = "") -> None:
     for name in names:
         for table in PROJECTIONS[name]:
             db.drop_collection(prefix + table)
-        db[prefix + "checkpoints"].delete_one({"_id": name})
+        # Back to seq 0, at this code's version: what is rebuilt now has the current shape.
+        db[prefix + "checkpoints"].update_one(
+            {"_id": name}, {"$set": {"seq": 0, "version": PROJECTION_VERSIONS[name]}}, upsert=True
+        )
         db[prefix + "gaps"].update_many({}, {"$pull": {"filled_for": name, "passed_by": name}})

@@ -10,7 +10,7 @@ from pymongo.database import Database
 
 from domain.changes import Doc
 from domain.planning import PlanInputs, SourceImage
-from domain.projection import rendition_doc_id
+from domain.projection import rendition_doc_id, unpack
 from domain.views import folder_view, job_status, job_view
 
 
@@ -40,6 +40,7 @@ class ReadModels:
         self._c("job_state").create_index("collection_id")
         self._c("job_state").create_index("planned_at")
         self._c("job_outcomes").create_index("job_id")
+        self._c("plan_index").create_index("collection_id")
 
     # -- collections and images ---------------------------------------------------
 
@@ -57,16 +58,30 @@ class ReadModels:
         return list(self._c("images").find(query).sort("path", ASCENDING))
 
     def plan_inputs(self, collection_id: str) -> PlanInputs:
-        """A collection's readable images, current renditions and failures, in one query."""
+        """A collection's readable images, current renditions and failures, from `plan_index`."""
         out = PlanInputs([], {}, {})
-        query = {"collection_id": collection_id, "removed": False, "supported": True}
-        for d in self._c("images").find(query):
-            out.images.append(source_image(d))
-            for kind, rendition in (d.get("r") or {}).items():
-                if rendition:
-                    out.current[(d["_id"], kind)] = rendition
-            if d.get("failures"):
-                out.failures[d["_id"]] = d["failures"]
+        fields = {"s": 1, "v": 1, "r": 1, "f": 1}
+        for doc in self._c("plan_index").find({"collection_id": collection_id}, fields):
+            versions: dict[str, int] = doc.get("v") or {}
+            renditions: dict[str, dict[str, str | None]] = doc.get("r") or {}
+            failures: dict[str, dict[str, int]] = doc.get("f") or {}
+            for image, packed in (doc.get("s") or {}).items():
+                if packed is None:
+                    continue  # removed, or not a format we read
+                path, size, mtime = unpack(packed)
+                version = int(versions.get(image) or 0)
+                out.images.append(SourceImage(image, path, int(size), float(mtime), version))
+                for kind, current in renditions.items():
+                    if (rendition := current.get(image)) is not None:
+                        spec_hash, source_size, source_mtime, source_version = unpack(rendition)
+                        out.current[(image, kind)] = {
+                            "spec_hash": spec_hash,
+                            "source_size": source_size,
+                            "source_mtime": source_mtime,
+                            "source_version": source_version,
+                        }
+                if failures.get(image):
+                    out.failures[image] = failures[image]
         out.images.sort(key=lambda i: i.path)
         return out
 

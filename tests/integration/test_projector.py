@@ -19,12 +19,14 @@ from pymongo.database import Database
 from domain import events as ev
 from domain.changes import Doc
 from domain.errors import ERROR_CLASSES
+from domain.planning import PlanInputs
 from domain.ports import EventLog
 from domain.projection import PROJECTIONS, TABLE_PROJECTION, fold
 from domain.specs import DEFAULT_SPECS
 from projections.event_log import MongoEventLog
 from projections.memory_log import MemoryEventLog
 from projections.projector import BOOKKEEPING, Projector, drop
+from projections.readmodels import ReadModels, source_image
 
 pytestmark = pytest.mark.integration
 
@@ -539,3 +541,64 @@ def test_a_crash_after_recording_a_gap_then_a_late_commit_counts_once(
 
     # Then the event counts once: not both in order and through the late path
     assert_equals_fold(mongo_db, memory_log)
+
+
+def _plan_inputs_from_images(db: Database[Any], collection_id: str) -> PlanInputs:
+    """What planning read before `plan_index`: one `images` document per image."""
+    out = PlanInputs([], {}, {})
+    query = {"collection_id": collection_id, "removed": False, "supported": True}
+    for d in db["images"].find(query):
+        out.images.append(source_image(d))
+        for kind, rendition in (d.get("r") or {}).items():
+            if rendition:
+                out.current[(d["_id"], kind)] = rendition
+        if d.get("failures"):
+            out.failures[d["_id"]] = d["failures"]
+    out.images.sort(key=lambda i: i.path)
+    return out
+
+
+def test_the_compact_plan_index_says_what_the_images_say(
+    mongo_db: Database[Any], mongo_log: MongoEventLog, history: list[ev.Event]
+) -> None:
+    # Given a realistic history (scans, every outcome, a rescan with changes and removals,
+    # deletions, a retry) projected by a projector
+    append_all(mongo_log, history)
+    Projector(mongo_log, mongo_db, ManualClock(), batch=BATCH).catch_up(timeout=60)
+    collections = [d["_id"] for d in mongo_db["collections"].find({})]
+
+    # When planning reads each collection from plan_index
+    read = ReadModels(mongo_db)
+    got = {cid: read.plan_inputs(cid) for cid in collections}
+
+    # Then it reads what the images read model says: images, current renditions, failures
+    assert len(collections) == 2
+    for cid in collections:
+        want = _plan_inputs_from_images(mongo_db, cid)
+        assert got[cid] == want
+    assert sum(len(p.images) for p in got.values()) == 2 * 45 - 2
+    assert any(p.failures for p in got.values()) and any(p.current for p in got.values())
+
+
+def test_projections_stored_by_an_older_version_are_rebuilt_once(
+    mongo_db: Database[Any], mongo_log: MongoEventLog, history: list[ev.Event]
+) -> None:
+    # Given read models projected by a version without job_outcomes and plan_index
+    append_all(mongo_log, history)
+    projector = Projector(mongo_log, mongo_db, ManualClock(), batch=BATCH)
+    assert projector.upgrade() == []  # a new database: recorded at this version
+    projector.catch_up(timeout=60)
+    mongo_db["checkpoints"].update_many({}, {"$unset": {"version": ""}})
+    mongo_db.drop_collection("job_outcomes")
+    mongo_db.drop_collection("plan_index")
+
+    # When a projector of this version starts, and then another one
+    rebuilt = projector.upgrade()
+    again = Projector(mongo_log, mongo_db, ManualClock(), batch=BATCH).upgrade()
+
+    # Then the projections whose shape changed are rebuilt from the log, once, and complete
+    assert sorted(rebuilt) == ["collections", "job_state"] and again == []
+    assert projector.position() == 0
+    projector.catch_up(timeout=60)
+    assert_equals_fold(mongo_db, mongo_log)
+    assert mongo_db["plan_index"].count_documents({}) > 0
