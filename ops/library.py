@@ -132,7 +132,7 @@ def wait_for(
             return [v for j in job_ids if (v := app.read.job(j)) is not None]
         if deadline is not None and time.monotonic() > deadline:
             raise TimeoutError(f"jobs not finished after {timeout}s")
-        time.sleep(0.1)
+        time.sleep(0.25)  # each pass drives the projector: a dozen round trips to the database
 
 
 # -- used by the web API ------------------------------------------------------------

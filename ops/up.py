@@ -45,12 +45,14 @@ def run_up(app: App, paths: Sequence[str], *, as_json: bool, worker: bool) -> di
         for line in r.refused:
             print(f"imagecache up: {line}", file=sys.stderr)
     _say(as_json, f"{len(ids)} collections, {images} images")
+    planning = time.monotonic()
     bulk = library.regenerate(app, ids, kind="both")
     todo = sum(j.to_process for j in bulk.jobs)
     _say(as_json, f"{bulk.images} images: {bulk.current} current, {todo} to process")
     views = library.wait_for(
         app, [j.job_id for j in bulk.jobs], progress=None if as_json else _progress_bar()
     )
+    generated = time.monotonic()  # every outcome in the log and projected
     if not as_json and bulk.jobs:
         sys.stderr.write("\n")
     kinds = len(app.settings.specs)
@@ -62,6 +64,7 @@ def run_up(app: App, paths: Sequence[str], *, as_json: bool, worker: bool) -> di
         "failed": sum(v["failed"] for v in views),
         "bytes": sum(v["bytes"] for v in views),
         "seconds": round(time.monotonic() - started, 2),
+        "pipeline_seconds": round(generated - planning, 2),  # plan to projected outcomes
         "jobs": len(bulk.jobs),
         "already_current": bulk.current,
         "failed_by_class": _merge([v["failed_by_class"] for v in views]),

@@ -108,8 +108,8 @@ class Projector:
         return max(self._events.head() - self.position(), 0)
 
     def _advance(self, seq: int) -> None:
-        for name in self.names:
-            self._checkpoints.update_one({"_id": name}, {"$max": {"seq": seq}}, upsert=True)
+        ops = [UpdateOne({"_id": n}, {"$max": {"seq": seq}}, upsert=True) for n in self.names]
+        self._checkpoints.bulk_write(ops, ordered=False)  # one round trip for all of them
 
     # -- the loop -----------------------------------------------------------------
 
@@ -168,7 +168,9 @@ class Projector:
         """Keep caught up until `stop` is set; errors are logged and retried, never fatal."""
         while not stop.is_set():
             try:
-                if self.run_once() == 0:
+                # A short pass waits too: events arriving one by one are applied a few
+                # hundred ms later in one pass, not in one pass (a dozen round trips) each.
+                if self.run_once() < self._batch:
                     stop.wait(idle)
             except Exception:
                 log.exception("projector pass failed; retrying")

@@ -8,8 +8,12 @@ Three figures on the same 12-megapixel set (ops/bench/make_12mp.py):
   scan, plan, publish, generate, outcomes in the log, projections caught up;
 - embedded: `imagecache up --no-serve` with its own database and in-process actors.
 
-Each pipeline figure is a ratio of the baseline (targets: 90% and 80%). The RabbitMQ run
-needs RABBITMQ_URL; MongoDB is MONGODB_URI, or a temporary SecantusDB daemon.
+Each pipeline figure is a ratio of the baseline (targets: 90% and 80%): images over the
+time from planning to every outcome in the log and projected (what `up` reports as
+`pipeline_seconds`), as the baseline counts a pool already started. The whole command,
+interpreter and database start-up, scan and shutdown included, is reported beside it.
+The RabbitMQ run needs RABBITMQ_URL; MongoDB is MONGODB_URI, or a temporary SecantusDB
+daemon.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from actors.pool import render_member, tune_process
@@ -76,7 +81,24 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "ops.cli", *args]
 
 
-def _up(env: dict[str, str], library: Path, images: int, *extra: str) -> float:
+@dataclass(frozen=True)
+class Run:
+    """One `imagecache up --no-serve` of the set."""
+
+    images: int
+    wall: float  # the whole command: interpreter start, database start, scan ... exit
+    pipeline: float  # plan, publish, render, write, outcomes in the log, projections caught up
+
+    @property
+    def ips(self) -> float:
+        return self.images / self.pipeline
+
+    @property
+    def wall_ips(self) -> float:
+        return self.images / self.wall
+
+
+def _up(env: dict[str, str], library: Path, images: int, *extra: str) -> Run:
     started = time.perf_counter()
     done = subprocess.run(_cli("up", str(library), "--no-serve", "--json", *extra), env=env,
                           capture_output=True, text=True, cwd=REPO)  # fmt: skip
@@ -86,11 +108,11 @@ def _up(env: dict[str, str], library: Path, images: int, *extra: str) -> float:
     summary = json.loads(done.stdout)
     if summary["images"] != images or summary["generated"] != 2 * images:
         raise RuntimeError(f"not everything was generated: {summary}")
-    return seconds
+    return Run(images, seconds, float(summary["pipeline_seconds"]))
 
 
-def through_rabbitmq(library: Path, images: int, rabbitmq_url: str) -> float:
-    """Images per second end to end with two worker processes on RabbitMQ."""
+def through_rabbitmq(library: Path, images: int, rabbitmq_url: str) -> Run:
+    """`up --no-worker` with two worker processes on RabbitMQ."""
     with mongo_uri() as uri, tempfile.TemporaryDirectory(prefix="icbench-") as data:
         name = uuid.uuid4().hex[:8]
         env = dict(os.environ, MONGODB_URI=uri, RABBITMQ_URL=rabbitmq_url, IMAGECACHE_DATA=data,
@@ -100,19 +122,19 @@ def through_rabbitmq(library: Path, images: int, rabbitmq_url: str) -> float:
                                   cwd=REPO, stdout=subprocess.DEVNULL)  # fmt: skip
         try:
             time.sleep(4)  # both processes connected and consuming
-            return images / _up(env, library, images, "--no-worker")
+            return _up(env, library, images, "--no-worker")
         finally:
             worker.send_signal(signal.SIGTERM)
             worker.wait(timeout=60)
 
 
-def embedded(library: Path, images: int) -> float:
-    """Images per second of `imagecache up --no-serve` in embedded mode, from a cold start."""
+def embedded(library: Path, images: int) -> Run:
+    """`imagecache up --no-serve` in embedded mode, from a cold start."""
     with tempfile.TemporaryDirectory(prefix="icbench-") as data:
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("MONGODB_", "RABBITMQ_", "IMAGECACHE_"))}  # fmt: skip
         env.update(IMAGECACHE_DATA=data, PYTHONPATH=str(REPO), IMAGECACHE_WORKER_PROCESSES="2")
-        return images / _up(env, library, images)
+        return _up(env, library, images)
 
 
 def run(argv: list[str]) -> int:
@@ -134,28 +156,28 @@ def run(argv: list[str]) -> int:
         rabbit_url = os.environ.get("RABBITMQ_URL")
         rabbit = through_rabbitmq(library, len(paths), rabbit_url) if rabbit_url else None
         emb = embedded(library, len(paths))
-    figures = {
-        "images": len(paths),
-        "kernel_2proc_ips": round(base, 2),
-        "rabbitmq_ips": round(rabbit, 2) if rabbit else None,
-        "rabbitmq_ratio": round(rabbit / base, 3) if rabbit else None,
-        "embedded_ips": round(emb, 2),
-        "embedded_ratio": round(emb / base, 3),
-    }
-    rows = [
-        ("raw kernel, 2 processes", f"{base:.2f} img/s", "baseline"),
-        (
-            "RabbitMQ, 2 worker processes",
-            f"{rabbit:.2f} img/s" if rabbit else "skipped",
-            f"{100 * rabbit / base:.0f}% of baseline (target >= 90%)"
-            if rabbit
-            else "set RABBITMQ_URL to measure",
-        ),
-        (
-            "embedded `up --no-serve`",
-            f"{emb:.2f} img/s",
-            f"{100 * emb / base:.0f}% of baseline (target >= 80%)",
-        ),
-    ]
+    figures: dict[str, object] = {"images": len(paths), "kernel_2proc_ips": round(base, 2)}
+    rows = [("raw kernel, 2 processes", f"{base:.2f} img/s", "baseline")]
+    for name, label, result, target in (
+        ("rabbitmq", "RabbitMQ, 2 worker processes", rabbit, 0.9),
+        ("embedded", "embedded `up --no-serve`", emb, 0.8),
+    ):
+        if result is None:
+            rows.append((label, "skipped", "set RABBITMQ_URL to measure"))
+            figures.update({f"{name}_ips": None, f"{name}_ratio": None})
+            continue
+        figures.update({
+            f"{name}_ips": round(result.ips, 2),
+            f"{name}_ratio": round(result.ips / base, 3),
+            f"{name}_wall_ips": round(result.wall_ips, 2),
+            f"{name}_wall_ratio": round(result.wall_ips / base, 3),
+        })  # fmt: skip
+        rows += [
+            (label, f"{result.ips:.2f} img/s",
+             f"{100 * result.ips / base:.0f}% of baseline (target >= {100 * target:.0f}%)"),
+            ("  whole command, start to exit", f"{result.wall_ips:.2f} img/s",
+             f"{100 * result.wall_ips / base:.0f}% ({result.wall:.1f} s; start-up, scan and"
+             " shutdown included)"),
+        ]  # fmt: skip
     report(rows, figures, args.json)
     return 0
