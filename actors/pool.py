@@ -32,6 +32,9 @@ def render_member(
         return render(fp, specs, max_pixels=max_pixels)
 
 
+BLOCKS_MAX = 4  # freed 16 MB image blocks a rendering process keeps for reuse
+
+
 def tune_process() -> None:
     """Prepare a rendering process: load Pillow's plugins once (their lazy loading is not
     thread-safe) and let Pillow reuse image memory blocks (+14% images/s measured here,
@@ -40,7 +43,7 @@ def tune_process() -> None:
     from PIL import _imaging as core
 
     Image.init()
-    core.set_blocks_max(4)
+    core.set_blocks_max(BLOCKS_MAX)
 
 
 def _render_process(owner: int) -> None:
