@@ -21,7 +21,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -62,6 +65,34 @@ def _die_with_parent() -> None:
     """In the child, before exec: SIGTERM when the parent dies (Linux), so no server leaks."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def _waking_accept(uri: str) -> Iterator[None]:
+    """While stopping a server, connect to its port now and then.
+
+    SecantusDB's stop closes its listening socket and joins the accept thread with a 2 s
+    timeout, but on Linux closing a socket does not wake a thread blocked in accept(): every
+    stop took 2 s. A connection wakes it, and it then sees that it must stop.
+    """
+    address = urllib.parse.urlsplit(uri)
+    host, port = address.hostname or "127.0.0.1", address.port
+    done = threading.Event()
+
+    def poke() -> None:
+        while not done.wait(0.05):
+            with contextlib.suppress(OSError):
+                socket.create_connection((host, port), timeout=0.2).close()
+
+    thread = threading.Thread(target=poke, name="wake-accept", daemon=True)
+    if port is not None:
+        thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        if thread.is_alive():
+            thread.join(timeout=1.0)
 
 
 def _free_port() -> int:
@@ -150,7 +181,8 @@ class EmbeddedServer:
             return
         child.terminate()
         try:
-            child.wait(timeout=30)
+            with _waking_accept(self.uri):
+                child.wait(timeout=30)
         except subprocess.TimeoutExpired:
             log.error("the embedded database did not stop in 30 s; killing it")
             child.kill()
@@ -164,6 +196,7 @@ class EmbeddedServer:
             with contextlib.suppress(OSError):
                 self._marker.unlink()
         if self._server is not None:
-            self._server.__exit__(et, e, tb)
+            with _waking_accept(self.uri):
+                self._server.__exit__(et, e, tb)
             self._server = None
         self._stop_child()

@@ -88,3 +88,31 @@ def test_mongo_keeps_documents_across_a_restart(mongodb_uri: str, services_dir: 
         finally:
             reader.drop_database(db_name)
     assert found == {"_id": doc_id, "state": "cached"}
+
+
+@pytest.mark.parametrize("separate_process", [False, True])
+def test_the_embedded_server_stops_cleanly_and_keeps_its_data(
+    tmp_path: Path, separate_process: bool
+) -> None:
+    # Given an embedded server (in this process, or a child) holding one document
+    import threading
+
+    from ops.embedded import EmbeddedServer
+
+    def accepting() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name == "secantus-accept" and t.is_alive()}
+
+    before = accepting()
+    with EmbeddedServer(tmp_path, separate_process=separate_process) as server:
+        client: MongoClient[dict[str, Any]] = MongoClient(server.uri)
+        client["t"]["docs"].insert_one({"_id": 1, "kept": True})
+        client.close()
+
+    # When it has stopped
+    # Then its accept thread was woken and ended (closing a socket alone never wakes it),
+    # and a new server on the same folder finds the document
+    assert accepting() <= before
+    with EmbeddedServer(tmp_path, separate_process=separate_process) as server:
+        client = MongoClient(server.uri)
+        assert client["t"]["docs"].find_one({"_id": 1}) == {"_id": 1, "kept": True}
+        client.close()
