@@ -35,10 +35,6 @@ class Change:
         default=None, init=False, repr=False, compare=False
     )
 
-    def paths(self) -> builtins.set[str]:
-        """Every field this change names, under any operator."""
-        return self._paths_and_prefixes()[0]
-
     def _paths_and_prefixes(self) -> tuple[builtins.set[str], builtins.set[str]]:
         if self._index is None:
             paths = {*self.inc, *self.set, *self.max, *self.min, *self.on_insert, *self.push}
@@ -59,10 +55,9 @@ class Change:
         later_paths = {*later.inc, *later.set, *later.max, *later.min, *later.push, *later.unset}
         later_prefixes = _prefixes(later_paths)
         # One path inside another (a.b and a.b.c): MongoDB refuses both in one update.
-        for b in later_paths & mine_prefixes:
-            raise ValueError(f"{b!r} and a path inside it overlap: apply them separately")
-        for a in later_prefixes & mine_paths:
-            raise ValueError(f"{a!r} and a path inside it overlap: apply them separately")
+        if outer := (later_paths & mine_prefixes) | (later_prefixes & mine_paths):
+            path = min(outer)
+            raise ValueError(f"{path!r} and a path inside it overlap: apply them separately")
         # An array is only ever appended to: any other operator on it needs its own update.
         for k in later.push:
             if k in mine_paths and k not in self.push:

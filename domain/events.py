@@ -473,3 +473,14 @@ class StoredEvent:
 def stored(event: Event, seq: int, at: float) -> StoredEvent:
     """Wrap an event in its envelope at position `seq`, appended at time `at`."""
     return StoredEvent(seq, event.key, event.type, event.version, at, event.stream, event)
+
+
+OutcomeRow = tuple[str, str, str, str]  # (type, image id, kind, error class or "")
+
+
+def outcome_row(s: StoredEvent) -> OutcomeRow | None:
+    """What recovery needs of a terminal outcome; None for any other event."""
+    e = s.event
+    if not isinstance(e, Outcome):
+        return None
+    return s.type, e.image_id, e.kind, e.error_class if isinstance(e, RenditionFailed) else ""

@@ -25,12 +25,13 @@ PROJECTIONS: dict[str, tuple[str, ...]] = {
     "collections": ("collections", "images", "plan_index"),
 }
 # A projection's version changes with the shape of its documents; the projector rebuilds a
-# projection stored at another version from the log (2: job_outcomes and plan_index).
+# projection stored at another version from the log (job_state 2: job_outcomes; collections
+# 2: plan_index, 3: images without their renditions' currency, which plan_index holds).
 PROJECTION_VERSIONS: dict[str, int] = {
     "job_state": 2,
     "folder_stats": 1,
     "renditions": 1,
-    "collections": 2,
+    "collections": 3,
 }
 TABLE_PROJECTION = {table: name for name, tables in PROJECTIONS.items() for table in tables}
 
@@ -75,6 +76,10 @@ def plan_doc_id(collection_id: str, image_id: str) -> str:
     return f"{collection_id}:{zlib.crc32(image_id.encode()) % PLAN_BUCKETS:02x}"
 
 
+# A current rendition, as planning compares it with its source (domain.planning.is_current).
+CURRENCY_FIELDS = ("spec_hash", "source_size", "source_mtime", "source_version")
+
+
 def pack(*values: Any) -> str:
     """Values as one short JSON array string (unpacked by `unpack`)."""
     return orjson.dumps(values).decode()
@@ -83,6 +88,11 @@ def pack(*values: Any) -> str:
 def unpack(packed: str) -> list[Any]:
     values: list[Any] = orjson.loads(packed)
     return values
+
+
+def unpack_currency(packed: str) -> dict[str, Any]:
+    """A `plan_index` rendition entry as the fields of CURRENCY_FIELDS."""
+    return dict(zip(CURRENCY_FIELDS, unpack(packed), strict=True))
 
 
 def rendition_doc_id(image_id: str, kind: str) -> str:
@@ -299,28 +309,14 @@ def _generated(s: ev.StoredEvent) -> list[Change]:
         ),
         _outcome_index(s),
         Change("renditions", rendition_doc_id(e.image_id, e.kind), set=rendition),
-        # What planning needs, on the image itself: one read per image, not one per rendition.
-        Change("images", e.image_id, set={f"r.{e.kind}": _currency(e)}),
+        # What planning needs of it, beside its image: one read per bucket of images.
         Change(
             "plan_index",
             plan_doc_id(e.collection_id, e.image_id),
-            set={
-                f"r.{e.kind}.{e.image_id}": pack(
-                    e.spec_hash, e.source_size, e.source_mtime, e.source_version
-                )
-            },
+            set={f"r.{e.kind}.{e.image_id}": pack(*(rendition[f] for f in CURRENCY_FIELDS))},
             on_insert={"collection_id": e.collection_id},
         ),
     ]
-
-
-def _currency(e: ev.RenditionGenerated) -> dict[str, object]:
-    return {
-        "spec_hash": e.spec_hash,
-        "source_size": e.source_size,
-        "source_mtime": e.source_mtime,
-        "source_version": e.source_version,
-    }
 
 
 @_rule(ev.RenditionSkipped)
@@ -375,7 +371,6 @@ def _deleted(s: ev.StoredEvent) -> list[Change]:
     if e.was_current:
         doc = rendition_doc_id(e.image_id, e.kind)
         out.append(Change("renditions", doc, set={"deleted": True, "deleted_reason": e.reason}))
-        out.append(Change("images", e.image_id, set={f"r.{e.kind}": None}))
         if e.collection_id:
             doc = plan_doc_id(e.collection_id, e.image_id)
             gone = {f"r.{e.kind}.{e.image_id}": None}

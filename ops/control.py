@@ -61,10 +61,8 @@ def job_progress(app: App, job_id: str) -> tuple[list[str], dict[str, set[str]],
     beyond = list(app.events.job_outcomes(job_id, after=position))
     gaps = app.projector.unfilled_gaps()
     for s in app.events.seqs(gaps) if gaps else []:
-        e = s.event
-        if isinstance(e, ev.Outcome) and e.job_id == job_id:
-            error = e.error_class if isinstance(e, ev.RenditionFailed) else ""
-            beyond.append((s.type, e.image_id, e.kind, error))
+        if s.stream == f"job:{job_id}" and (row := ev.outcome_row(s)) is not None:
+            beyond.append(row)
     for _, image, kind, error in beyond:
         done[kind].add(image)
         if error:

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from domain.errors import ImportRefused
-from domain.events import Event, Outcome, RenditionFailed, SeqVoided, StoredEvent, stored
+from domain.events import Event, OutcomeRow, SeqVoided, StoredEvent, outcome_row, stored
 from domain.ports import Clock
 
 
@@ -61,11 +61,10 @@ class MemoryEventLog:
             found = [e for s, e in sorted(self._by_seq.items()) if s > after and e.stream == stream]
         return found[:limit]
 
-    def job_outcomes(self, job_id: str, after: int = 0) -> Iterator[tuple[str, str, str, str]]:
-        for e in self.stream(f"job:{job_id}", after=after, limit=1 << 62):
-            if isinstance(e.event, Outcome):
-                error = e.event.error_class if isinstance(e.event, RenditionFailed) else ""
-                yield e.type, e.event.image_id, e.event.kind, error
+    def job_outcomes(self, job_id: str, after: int = 0) -> Iterator[OutcomeRow]:
+        for s in self.stream(f"job:{job_id}", after=after, limit=1 << 62):
+            if (row := outcome_row(s)) is not None:
+                yield row
 
     def of_image(self, image_id: str, limit: int = 1000) -> list[StoredEvent]:
         with self._lock:

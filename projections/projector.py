@@ -67,9 +67,12 @@ class Projector:
 
     def position(self) -> int:
         """The lowest checkpoint of this projector's projections."""
+        docs = self._checkpoint_docs()
+        return min(int(docs[n]["seq"]) if n in docs else 0 for n in self.names)
+
+    def _checkpoint_docs(self) -> dict[str, dict[str, Any]]:
         found = self._checkpoints.find({"_id": {"$in": list(self.names)}})
-        docs = {d["_id"]: int(d["seq"]) for d in found}
-        return min(docs.get(n, 0) for n in self.names)
+        return {d["_id"]: d for d in found}
 
     def upgrade(self) -> list[str]:
         """Rebuild projections stored at another version than this code's; return their names.
@@ -79,15 +82,17 @@ class Projector:
         does not drop them again).
         """
         rebuilt = []
+        stored = self._checkpoint_docs()
         for name in self.names:
             version = PROJECTION_VERSIONS[name]
-            found = self._checkpoints.find_one({"_id": name})
+            found = stored.get(name)
             if found is None:
                 self._checkpoints.update_one(
                     {"_id": name}, {"$setOnInsert": {"seq": 0, "version": version}}, upsert=True
                 )
                 continue
-            if found.get("version", 1) == version:
+            was = found.get("version", 1)
+            if was == version:
                 continue
             claimed = self._checkpoints.update_one(
                 {"_id": name, "version": {"$ne": version}}, {"$set": {"version": version}}
@@ -97,7 +102,7 @@ class Projector:
             log.warning(
                 "projection %s is stored at version %s, this code writes %s:"
                 " rebuilding it from the log",
-                name, found.get("version", 1), version,
+                name, was, version,
             )  # fmt: skip
             drop(self._db, [name], self._prefix)
             rebuilt.append(name)
@@ -180,12 +185,17 @@ class Projector:
 
     def unfilled_gaps(self) -> list[int]:
         """Seqs some of these projections passed and have not applied late yet."""
-        found = self._gaps.find({"passed_by": {"$in": list(self.names)}})
-        return [
-            int(g["_id"])
-            for g in found
-            if set(g.get("passed_by", [])) & set(self.names) - set(g.get("filled_for", []))
-        ]
+        return sorted(self._pending_gaps())
+
+    def _pending_gaps(self) -> dict[int, set[str]]:
+        """Passed seqs, each with those of these projections that have not applied it late."""
+        pending: dict[int, set[str]] = {}
+        for gap in self._gaps.find({"passed_by": {"$in": list(self.names)}}):
+            names = set(gap.get("passed_by", [])) & set(self.names)
+            names -= set(gap.get("filled_for", []))
+            if names:
+                pending[int(gap["_id"])] = names
+        return pending
 
     def _maybe_pass_gap(self, seq: int) -> None:
         now = self._clock.now()
@@ -210,12 +220,7 @@ class Projector:
 
     def _fill_late_gaps(self) -> int:
         """Apply events that committed after their seq was passed, once per projection."""
-        pending: dict[int, set[str]] = {}
-        for gap in self._gaps.find({"passed_by": {"$in": list(self.names)}}):
-            names = set(gap.get("passed_by", [])) & set(self.names)
-            names -= set(gap.get("filled_for", []))
-            if names:
-                pending[int(gap["_id"])] = names
+        pending = self._pending_gaps()
         if not pending:
             return 0
         found = self._events.seqs(pending)

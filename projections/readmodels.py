@@ -10,7 +10,7 @@ from pymongo.database import Database
 
 from domain.changes import Doc
 from domain.planning import PlanInputs, SourceImage
-from domain.projection import rendition_doc_id, unpack
+from domain.projection import rendition_doc_id, unpack, unpack_currency
 from domain.views import folder_view, job_status, job_view
 
 
@@ -73,13 +73,7 @@ class ReadModels:
                 out.images.append(SourceImage(image, path, int(size), float(mtime), version))
                 for kind, current in renditions.items():
                     if (rendition := current.get(image)) is not None:
-                        spec_hash, source_size, source_mtime, source_version = unpack(rendition)
-                        out.current[(image, kind)] = {
-                            "spec_hash": spec_hash,
-                            "source_size": source_size,
-                            "source_mtime": source_mtime,
-                            "source_version": source_version,
-                        }
+                        out.current[(image, kind)] = unpack_currency(rendition)
                 if failures.get(image):
                     out.failures[image] = failures[image]
         out.images.sort(key=lambda i: i.path)

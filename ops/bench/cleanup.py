@@ -18,7 +18,7 @@ from typing import Any
 
 from domain.ids import rendition_relpath
 from ops import maintenance
-from ops.bench.common import report
+from ops.bench.common import embedded_env, report
 from ops.bootstrap import bootstrap
 from ops.library import add_folder
 from ops.settings import Settings
@@ -55,8 +55,7 @@ def run(argv: list[str]) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="icbench-") as data:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MONGODB_", "RABBITMQ_"))}
-        env["IMAGECACHE_DATA"] = data
+        env = embedded_env(data)
         folder = Path(data) / "cache"
         made = _make_tree(folder, args.files)
         with bootstrap(Settings.from_env(env)) as app:

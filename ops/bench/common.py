@@ -36,6 +36,14 @@ def scratch_db() -> Iterator[Database[Any]]:
             client.close()
 
 
+def embedded_env(data: str, *, drop: tuple[str, ...] = ("MONGODB_", "RABBITMQ_")) -> dict[str, str]:
+    """This environment for a run on an embedded database in `data`: no MONGODB_URI, no
+    RabbitMQ (and with IMAGECACHE_ in `drop`, no other imagecache setting either)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    env["IMAGECACHE_DATA"] = data
+    return env
+
+
 def report(rows: Sequence[tuple[str, str, str]], figures: dict[str, Any], as_json: bool) -> None:
     """Print a table of (figure, value, target or baseline), or the figures as one JSON object."""
     if as_json:

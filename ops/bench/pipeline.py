@@ -36,7 +36,7 @@ from pathlib import Path
 
 from actors.pool import render_member, tune_process
 from domain.specs import DEFAULT_SPECS
-from ops.bench.common import report
+from ops.bench.common import embedded_env, report
 from ops.bench.make_12mp import make_set
 
 REPO = Path(__file__).resolve().parents[2]
@@ -131,9 +131,8 @@ def through_rabbitmq(library: Path, images: int, rabbitmq_url: str) -> Run:
 def embedded(library: Path, images: int) -> Run:
     """`imagecache up --no-serve` in embedded mode, from a cold start."""
     with tempfile.TemporaryDirectory(prefix="icbench-") as data:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("MONGODB_", "RABBITMQ_", "IMAGECACHE_"))}  # fmt: skip
-        env.update(IMAGECACHE_DATA=data, PYTHONPATH=str(REPO), IMAGECACHE_WORKER_PROCESSES="2")
+        env = embedded_env(data, drop=("MONGODB_", "RABBITMQ_", "IMAGECACHE_"))
+        env.update(PYTHONPATH=str(REPO), IMAGECACHE_WORKER_PROCESSES="2")
         return _up(env, library, images)
 
 

@@ -11,7 +11,6 @@ Baseline: the same server's raw read rate of the log, measured in the same run.
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import tempfile
 import time
@@ -24,7 +23,7 @@ from domain.events import StoredEvent, stored
 from domain.planning import pages
 from domain.specs import DEFAULT_SPECS
 from ops import control
-from ops.bench.common import report
+from ops.bench.common import embedded_env, report
 from ops.bootstrap import bootstrap
 from ops.settings import Settings
 
@@ -100,8 +99,7 @@ def run(argv: list[str]) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="icbench-") as data:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MONGODB_", "RABBITMQ_"))}
-        env["IMAGECACHE_DATA"] = data
+        env = embedded_env(data)
         # The database in its own process, as `up`, `serve` and the workers run it.
         with bootstrap(Settings.from_env(env), long_running=True) as app:
             started = time.perf_counter()

@@ -21,7 +21,7 @@ from domain.changes import Doc
 from domain.errors import ERROR_CLASSES
 from domain.planning import PlanInputs
 from domain.ports import EventLog
-from domain.projection import PROJECTIONS, TABLE_PROJECTION, fold
+from domain.projection import CURRENCY_FIELDS, PROJECTIONS, TABLE_PROJECTION, fold
 from domain.specs import DEFAULT_SPECS
 from projections.event_log import MongoEventLog
 from projections.memory_log import MemoryEventLog
@@ -544,18 +544,18 @@ def test_a_crash_after_recording_a_gap_then_a_late_commit_counts_once(
 
 
 def _plan_inputs_from_images(db: Database[Any], collection_id: str) -> PlanInputs:
-    """What planning read before `plan_index`: one `images` document per image."""
-    out = PlanInputs([], {}, {})
+    """Planning's inputs from the full read models: `images` and `renditions` documents."""
     query = {"collection_id": collection_id, "removed": False, "supported": True}
-    for d in db["images"].find(query):
-        out.images.append(source_image(d))
-        for kind, rendition in (d.get("r") or {}).items():
-            if rendition:
-                out.current[(d["_id"], kind)] = rendition
-        if d.get("failures"):
-            out.failures[d["_id"]] = d["failures"]
-    out.images.sort(key=lambda i: i.path)
-    return out
+    images = sorted((source_image(d) for d in db["images"].find(query)), key=lambda i: i.path)
+    failures = {d["_id"]: d["failures"] for d in db["images"].find(query) if d.get("failures")}
+    listed = {i.image_id for i in images}
+    live = db["renditions"].find({"collection_id": collection_id, "deleted": False})
+    current = {
+        (r["image_id"], r["kind"]): {f: r[f] for f in CURRENCY_FIELDS}
+        for r in live
+        if r["image_id"] in listed
+    }
+    return PlanInputs(images, current, failures)
 
 
 def test_the_compact_plan_index_says_what_the_images_say(
