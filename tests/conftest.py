@@ -14,6 +14,8 @@ import pytest
 from pymongo import MongoClient
 from pymongo.database import Database
 
+from ops.shared import shared_dir
+
 
 def _services_required() -> bool:
     """True when a missing service must fail the run instead of skipping."""
@@ -68,8 +70,8 @@ def mongo_db(mongodb_uri: str) -> Iterator[Database[dict[str, Any]]]:
 
 @pytest.fixture(scope="session")
 def shared_corpus() -> Path:
-    """The shared image corpus (../shared/corpus next to the repository)."""
-    corpus = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+    """The shared image corpus (shared/corpus beside the repository, see ops.shared)."""
+    corpus = shared_dir() / "corpus"
     if not corpus.is_dir():
         message = f"no image corpus at {corpus}: clone the repository beside shared/"
         if _services_required():

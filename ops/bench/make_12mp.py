@@ -9,7 +9,9 @@ from pathlib import Path
 
 from PIL import Image, ImageChops, ImageOps
 
-CORPUS_PHOTOS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "photos"
+from ops.shared import shared_dir
+
+CORPUS_PHOTOS = shared_dir() / "corpus" / "photos"
 DEFAULT_DEST = Path(__file__).resolve().parents[2] / "var" / "bench" / "12mp"
 SIZE_12MP = (4000, 3000)
 SIZE_50MP = (8660, 5774)
