@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
 from pathlib import Path
@@ -12,13 +13,18 @@ from PIL import Image, ImageChops, ImageOps
 from ops.shared import shared_dir
 
 CORPUS_PHOTOS = shared_dir() / "corpus" / "photos"
-DEFAULT_DEST = Path(__file__).resolve().parents[2] / "var" / "bench" / "12mp"
 SIZE_12MP = (4000, 3000)
 SIZE_50MP = (8660, 5774)
 QUALITY = 92
 # Every few images carry an orientation tag, as phone and camera pictures do.
 ORIENTATIONS = (1, 6, 1, 1, 8, 1, 3, 1)
 GRAIN = 8  # peak-to-peak, in 8-bit levels
+
+
+def bench_dir() -> Path:
+    """Where the benchmarks keep the sources they make: $IMAGECACHE_BENCH_DIR, else var/bench."""
+    given = os.environ.get("IMAGECACHE_BENCH_DIR")
+    return Path(given) if given else Path(__file__).resolve().parents[2] / "var" / "bench"
 
 
 def make_set(dest: Path, count: int, source_dir: Path = CORPUS_PHOTOS) -> list[Path]:
@@ -80,10 +86,15 @@ def _add_grain(picture: Image.Image, seed: int) -> Image.Image:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=make_set.__doc__)
-    parser.add_argument("--dest", type=Path, default=DEFAULT_DEST)
+    parser.add_argument(
+        "--dest",
+        type=Path,
+        default=None,
+        help="default: $IMAGECACHE_BENCH_DIR/12mp, else var/bench/12mp",
+    )
     parser.add_argument("--count", type=int, default=24)
     args = parser.parse_args(argv)
-    for path in make_set(args.dest, args.count):
+    for path in make_set(args.dest or bench_dir() / "12mp", args.count):
         print(path)
     return 0
 

@@ -37,10 +37,9 @@ from pathlib import Path
 from actors.pool import render_member, tune_process
 from domain.specs import DEFAULT_SPECS
 from ops.bench.common import embedded_env, report
-from ops.bench.make_12mp import make_set
+from ops.bench.make_12mp import bench_dir, make_set
 
 REPO = Path(__file__).resolve().parents[2]
-SET = REPO / "var" / "bench" / "12mp"
 
 
 def _render_one(path: str) -> int:
@@ -141,7 +140,7 @@ def run(argv: list[str]) -> int:
     parser.add_argument("--count", type=int, default=48, help="12 MP images")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    paths = make_set(SET, args.count)
+    paths = make_set(bench_dir() / "12mp", args.count)
     with tempfile.TemporaryDirectory(prefix="icbench-lib-") as lib:
         library = Path(lib)
         (library / "set").mkdir()

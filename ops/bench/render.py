@@ -29,9 +29,8 @@ from PIL import Image, ImageCms, ImageMath, ImageOps
 from actors.pool import BLOCKS_MAX
 from actors.render import render
 from domain.specs import DEFAULT_SPECS, RenditionSpec
-from ops.bench.make_12mp import CORPUS_PHOTOS, make_large, make_set
+from ops.bench.make_12mp import CORPUS_PHOTOS, bench_dir, make_large, make_set
 
-BENCH_DIR = Path(__file__).resolve().parents[2] / "var" / "bench"
 SPECS = (DEFAULT_SPECS["cache"], DEFAULT_SPECS["thumbnail"])
 TARGETS = {"kernel_ips": 20.0, "ratio": 4.0, "ssim_min": 0.98, "peak_rss_mb": 200.0}
 C1 = (0.01 * 255) ** 2  # SSIM constants for 8-bit data
@@ -82,7 +81,7 @@ def run(argv: list[str]) -> int:
     kernel_blocks = BLOCKS_MAX if args.blocks_max is None else args.blocks_max
     naive_blocks = default_blocks if args.blocks_max is None else args.blocks_max
     if args.image_set == "12mp":
-        files = make_set(BENCH_DIR / "12mp", args.count)
+        files = make_set(bench_dir() / "12mp", args.count)
     else:
         files = sorted(p for p in CORPUS_PHOTOS.iterdir() if p.suffix in (".jpg", ".png"))
         files = files[: args.count]
@@ -95,7 +94,7 @@ def run(argv: list[str]) -> int:
     }
     result.update(_speed(files, args.repeat, {"kernel": kernel_blocks, "naive": naive_blocks}))
     result.update(_quality(files))
-    result.update(_peak_rss(make_large(BENCH_DIR / "50mp"), kernel_blocks))
+    result.update(_peak_rss(make_large(bench_dir() / "50mp"), kernel_blocks))
     result["targets"] = TARGETS
     result["met"] = {
         "kernel_ips": result["kernel_ips"] >= TARGETS["kernel_ips"],
