@@ -10,6 +10,7 @@ ImageCacheError
 ├── LogError                the event log refused or lost an append
 │   └── ImportRefused
 ├── ServiceUnavailable      MongoDB, RabbitMQ or a port did not answer
+├── VersionMismatch         the read models were written by another imagecache version
 └── RenderError             one image could not be rendered; `error_class` is recorded
     ├── CorruptImage        (permanent)  corrupt
     ├── UnsupportedFormat   (permanent)  unsupported
@@ -71,6 +72,10 @@ class ImportRefused(LogError):
 
 class ServiceUnavailable(ImageCacheError):
     """A service we depend on did not answer."""
+
+
+class VersionMismatch(ImageCacheError):
+    """A read model in the database has another shape than this code writes."""
 
 
 class RenderError(ImageCacheError):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 
 from domain.changes import Change
+from domain.errors import VersionMismatch
 from domain.events import StoredEvent
 from domain.ports import Clock, EventLog
 from domain.projection import PROJECTION_VERSIONS, PROJECTIONS, changes
@@ -32,6 +34,10 @@ from domain.projection import PROJECTION_VERSIONS, PROJECTIONS, changes
 log = logging.getLogger("imagecache.projector")
 
 BOOKKEEPING = ("_seq", "_late")
+# How long an upgrade waits between recording a projection's new version and dropping it:
+# a projector running elsewhere sees the new version at its next pass and stops writing, and
+# this lets a pass already in flight (at most `batch` events) end before the tables go.
+UPGRADE_SETTLE = 2.0
 
 
 class Projector:
@@ -74,15 +80,18 @@ class Projector:
         found = self._checkpoints.find({"_id": {"$in": list(self.names)}})
         return {d["_id"]: d for d in found}
 
-    def upgrade(self) -> list[str]:
-        """Rebuild projections stored at another version than this code's; return their names.
+    def upgrade(self, settle: float = UPGRADE_SETTLE) -> list[str]:
+        """Rebuild projections stored at an older version than this code's; return their names.
 
         Run at start, before projecting: the read models are dropped and replayed from seq 0
         (recorded with the new version first, so another process starting at the same time
-        does not drop them again).
+        does not drop them again, and a projector of the older code still running elsewhere
+        stops writing: see `run_once`). A projection stored by a *newer* version is never
+        touched: that raises VersionMismatch, so a rolled-back process cannot undo an upgrade.
         """
-        rebuilt = []
         stored = self._checkpoint_docs()
+        self._check_not_newer(stored)
+        claimed = []
         for name in self.names:
             version = PROJECTION_VERSIONS[name]
             found = stored.get(name)
@@ -91,37 +100,68 @@ class Projector:
                     {"_id": name}, {"$setOnInsert": {"seq": 0, "version": version}}, upsert=True
                 )
                 continue
-            was = found.get("version", 1)
+            was = _version(found)
             if was == version:
                 continue
-            claimed = self._checkpoints.update_one(
+            done = self._checkpoints.update_one(
                 {"_id": name, "version": {"$ne": version}}, {"$set": {"version": version}}
             )
-            if claimed.modified_count != 1:
+            if done.modified_count != 1:
                 continue  # another process is rebuilding it
             log.warning(
                 "projection %s is stored at version %s, this code writes %s:"
                 " rebuilding it from the log",
                 name, was, version,
             )  # fmt: skip
-            drop(self._db, [name], self._prefix)
-            rebuilt.append(name)
-        return rebuilt
+            claimed.append(name)
+        if claimed:
+            time.sleep(settle)
+            drop(self._db, claimed, self._prefix)
+        return claimed
+
+    def _check_not_newer(self, stored: dict[str, dict[str, Any]]) -> None:
+        for name in self.names:
+            if name in stored and _version(stored[name]) > PROJECTION_VERSIONS[name]:
+                raise VersionMismatch(
+                    f"the read model {name} was written by a newer imagecache (version"
+                    f" {_version(stored[name])}; this one writes {PROJECTION_VERSIONS[name]})",
+                    hint="run the newer imagecache; an older one must not change its read models",
+                )
+
+    def _check_versions(self, stored: dict[str, dict[str, Any]]) -> None:
+        """Refuse to write read models whose stored version is not this code's."""
+        self._check_not_newer(stored)
+        for name in self.names:
+            if name in stored and _version(stored[name]) != PROJECTION_VERSIONS[name]:
+                raise VersionMismatch(
+                    f"the read model {name} is stored at version {_version(stored[name])};"
+                    f" this imagecache writes {PROJECTION_VERSIONS[name]}",
+                    hint="restart this process: it rebuilds the read model at start",
+                )
 
     def lag(self) -> int:
         """How many positions the projections are behind the log's head."""
         return max(self._events.head() - self.position(), 0)
 
     def _advance(self, seq: int) -> None:
-        ops = [UpdateOne({"_id": n}, {"$max": {"seq": seq}}, upsert=True) for n in self.names]
+        ops = [
+            UpdateOne(
+                {"_id": n},
+                {"$max": {"seq": seq}, "$setOnInsert": {"version": PROJECTION_VERSIONS[n]}},
+                upsert=True,
+            )
+            for n in self.names
+        ]
         self._checkpoints.bulk_write(ops, ordered=False)  # one round trip for all of them
 
     # -- the loop -----------------------------------------------------------------
 
     def run_once(self, until: int | None = None) -> int:
         """Apply the next contiguous batch (and any late-filled gaps); return events applied."""
+        stored = self._checkpoint_docs()
+        self._check_versions(stored)  # another version's read models: write nothing
         applied = self._fill_late_gaps()
-        pos = self.position()
+        pos = min(int(stored[n]["seq"]) if n in stored else 0 for n in self.names)
         limit = self._batch if until is None else min(self._batch, until - pos)
         if limit <= 0:
             return applied
@@ -171,12 +211,19 @@ class Projector:
 
     def run_forever(self, stop: threading.Event, idle: float = 0.2) -> None:
         """Keep caught up until `stop` is set; errors are logged and retried, never fatal."""
+        refused = ""
         while not stop.is_set():
             try:
                 # A short pass waits too: events arriving one by one are applied a few
                 # hundred ms later in one pass, not in one pass (a dozen round trips) each.
                 if self.run_once() < self._batch:
                     stop.wait(idle)
+                refused = ""
+            except VersionMismatch as exc:
+                if str(exc) != refused:  # said once, not every few seconds
+                    log.error("projector stopped writing: %s", exc)
+                    refused = str(exc)
+                stop.wait(5.0)
             except Exception:
                 log.exception("projector pass failed; retrying")
                 stop.wait(max(idle, 1.0))
@@ -332,6 +379,10 @@ def _guarded(doc_id: str, seg: _Segment) -> UpdateOne:
     update = seg.merged.mongo_update()
     update.setdefault("$set", {})["_seq"] = seg.items[-1][0]
     return UpdateOne({"_id": doc_id, "_seq": {"$lt": seg.items[0][0]}}, update, upsert=True)
+
+
+def _version(checkpoint: dict[str, Any]) -> int:
+    return int(checkpoint.get("version", 1))  # written before projections had versions: 1
 
 
 def drop(db: Database[Any], names: Iterable[str], prefix: str = "") -> None:

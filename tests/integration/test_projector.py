@@ -18,10 +18,16 @@ from pymongo.database import Database
 
 from domain import events as ev
 from domain.changes import Doc
-from domain.errors import ERROR_CLASSES
+from domain.errors import ERROR_CLASSES, VersionMismatch
 from domain.planning import PlanInputs
 from domain.ports import EventLog
-from domain.projection import CURRENCY_FIELDS, PROJECTIONS, TABLE_PROJECTION, fold
+from domain.projection import (
+    CURRENCY_FIELDS,
+    PROJECTION_VERSIONS,
+    PROJECTIONS,
+    TABLE_PROJECTION,
+    fold,
+)
 from domain.specs import DEFAULT_SPECS
 from projections.event_log import MongoEventLog
 from projections.memory_log import MemoryEventLog
@@ -593,8 +599,8 @@ def test_projections_stored_by_an_older_version_are_rebuilt_once(
     mongo_db.drop_collection("plan_index")
 
     # When a projector of this version starts, and then another one
-    rebuilt = projector.upgrade()
-    again = Projector(mongo_log, mongo_db, ManualClock(), batch=BATCH).upgrade()
+    rebuilt = projector.upgrade(settle=0)
+    again = Projector(mongo_log, mongo_db, ManualClock(), batch=BATCH).upgrade(settle=0)
 
     # Then the projections whose shape changed are rebuilt from the log, once, and complete
     assert sorted(rebuilt) == ["collections", "job_state"] and again == []
@@ -602,3 +608,105 @@ def test_projections_stored_by_an_older_version_are_rebuilt_once(
     projector.catch_up(timeout=60)
     assert_equals_fold(mongo_db, mongo_log)
     assert mongo_db["plan_index"].count_documents({}) > 0
+
+
+def _snapshot(db: Database[Any]) -> dict[str, list[dict[str, Any]]]:
+    return {
+        name: sorted(db[name].find(), key=lambda d: str(d["_id"]))
+        for name in sorted(db.list_collection_names())
+    }
+
+
+@pytest.mark.parametrize("step", [+1, -1], ids=["newer", "older"])
+def test_a_projector_writes_nothing_into_read_models_of_another_version(
+    mongo_db: Database[Any], mongo_log: MongoEventLog, history: list[ev.Event], step: int
+) -> None:
+    # Given a projector running with half the history applied
+    projector = Projector(mongo_log, mongo_db, ManualClock(), batch=BATCH)
+    half = len(history) // 2
+    append_all(mongo_log, history[:half])
+    projector.upgrade(settle=0)
+    projector.catch_up(timeout=60)
+    # ... when a process of another version records job_state at its own version
+    own = PROJECTION_VERSIONS["job_state"]
+    mongo_db["checkpoints"].update_one({"_id": "job_state"}, {"$set": {"version": own + step}})
+    append_all(mongo_log, history[half:])
+    before = _snapshot(mongo_db)
+
+    # When the running projector takes its next pass
+    with pytest.raises(VersionMismatch) as refused:
+        projector.run_once()
+
+    # Then it says why and what to do, and changed no read model and no checkpoint
+    assert "job_state" in str(refused.value)
+    assert ("newer imagecache" in str(refused.value)) == (step > 0)
+    assert ("restart this process" in str(refused.value)) == (step < 0)
+    assert _snapshot(mongo_db) == before
+
+
+def test_run_forever_says_once_that_it_stopped_writing(
+    mongo_db: Database[Any],
+    mongo_log: MongoEventLog,
+    history: list[ev.Event],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Given read models recorded at a newer version than this code's
+    projector = Projector(mongo_log, mongo_db, ManualClock(), batch=BATCH)
+    projector.upgrade(settle=0)
+    own = PROJECTION_VERSIONS["renditions"]
+    mongo_db["checkpoints"].update_one({"_id": "renditions"}, {"$set": {"version": own + 1}})
+    append_all(mongo_log, history[:20])
+
+    # When the projector loop runs for a while
+    stop = threading.Event()
+    loop = threading.Thread(target=projector.run_forever, args=(stop,))
+    with caplog.at_level("ERROR", logger="imagecache.projector"):
+        loop.start()
+        stop.wait(0.5)
+        stop.set()
+        loop.join(timeout=10)
+
+    # Then it applied nothing, said so once, and stopped when asked
+    assert not loop.is_alive()
+    assert projector.position() == 0
+    said = [r for r in caplog.records if "stopped writing" in r.getMessage()]
+    assert len(said) == 1 and "renditions" in said[0].getMessage()
+
+
+def test_an_older_imagecache_never_rebuilds_a_newer_read_model(
+    mongo_db: Database[Any], mongo_log: MongoEventLog, history: list[ev.Event]
+) -> None:
+    # Given read models projected and then upgraded by a newer version
+    append_all(mongo_log, history)
+    projector = Projector(mongo_log, mongo_db, ManualClock(), batch=BATCH)
+    projector.upgrade(settle=0)
+    projector.catch_up(timeout=60)
+    own = PROJECTION_VERSIONS["collections"]
+    mongo_db["checkpoints"].update_one({"_id": "collections"}, {"$set": {"version": own + 1}})
+    before = _snapshot(mongo_db)
+
+    # When this (older) version starts
+    with pytest.raises(VersionMismatch) as refused:
+        Projector(mongo_log, mongo_db, ManualClock(), batch=BATCH).upgrade(settle=0)
+
+    # Then it refuses with a clear message and drops nothing
+    assert "collections was written by a newer imagecache" in str(refused.value)
+    assert "run the newer imagecache" in str(refused.value)
+    assert _snapshot(mongo_db) == before
+
+
+def test_checkpoints_a_projector_creates_carry_its_version(
+    mongo_db: Database[Any], mongo_log: MongoEventLog, history: list[ev.Event]
+) -> None:
+    # Given a projector that never ran upgrade (a tool, a test, a bench)
+    append_all(mongo_log, history[:30])
+    projector = Projector(mongo_log, mongo_db, ManualClock(), batch=BATCH)
+
+    # When it projects
+    projector.catch_up(timeout=60)
+
+    # Then its checkpoints record this code's versions, and it keeps projecting
+    found = {d["_id"]: d["version"] for d in mongo_db["checkpoints"].find()}
+    assert found == {name: PROJECTION_VERSIONS[name] for name in PROJECTIONS}
+    append_all(mongo_log, history[30:40])
+    assert projector.catch_up(timeout=60) == mongo_log.head()
