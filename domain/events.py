@@ -317,7 +317,9 @@ class RenditionDeleted(Event):
     folder_id: str
     path: str
     bytes: int
-    reason: str  # orphan | source_removed | evicted | spec_changed | file_missing | partial
+    reason: (
+        str  # orphan | source_removed | evicted | file_missing | partial (older logs: spec_changed)
+    )
     deletion_id: str
     collection_id: str = ""
     was_current: bool = True  # False: the file was not what `renditions` pointed to

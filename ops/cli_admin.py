@@ -61,6 +61,8 @@ def _print_maintenance(command: str, result: Any) -> None:
         for f in result["folders"]:
             reasons = ", ".join(f"{k}={v}" for k, v in f["by_reason"].items()) or "nothing"
             print(f"{f['path']}: {verb} {f['files']} files, {human_bytes(f['bytes'])} ({reasons})")
+        if result.get("hint"):
+            print(result["hint"])
     elif command == "reconcile":
         for f in result["folders"]:
             state = "corrected" if f["drift"] else "ok"

@@ -95,7 +95,13 @@ def remove_partials(app: App, *, all_hosts_older_than: float = PARTIAL_MAX_AGE) 
 
 
 def cleanup(app: App, *, dry_run: bool = True, older_than_days: float = 7.0) -> dict[str, Any]:
-    """Orphans, renditions of removed sources and of changed specs, older than N days."""
+    """Orphans (files no current rendition references: also what a regenerate with a changed
+    spec left at another name) and renditions of removed sources, older than N days.
+
+    The current rendition of an image whose spec changed is never deleted: it is the only
+    copy there is to serve until a regenerate replaces it (in place, or at a new name, which
+    makes the old file an orphan). It is counted as `stale_kept`, with what to run.
+    """
     app.projector.catch_up()
     cutoff = app.clock.now() - older_than_days * DAY
     specs = {k: s.hash for k, s in app.settings.specs.items()}
@@ -106,18 +112,15 @@ def cleanup(app: App, *, dry_run: bool = True, older_than_days: float = 7.0) -> 
     for folder in app.read.folder_docs():
         referenced = {d["path"]: d for d in app.read.renditions_in(folder["_id"])}
         found: list[dict[str, Any]] = []
+        stale = 0
         for relpath, size, mtime in app.files.walk(folder["path"]):
+            current = referenced.get(relpath)
+            if current is not None and current["image_id"] not in removed_sources:
+                stale += current["spec_hash"] != specs.get(current["kind"])
+                continue
             if mtime > cutoff:
                 continue
-            current = referenced.get(relpath)
-            if current is None:
-                reason = "orphan"
-            elif current["image_id"] in removed_sources:
-                reason = "source_removed"
-            elif current["spec_hash"] != specs.get(current["kind"]):
-                reason = "spec_changed"
-            else:
-                continue
+            reason = "orphan" if current is None else "source_removed"
             found.append({"path": relpath, "bytes": size, "mtime": mtime, "reason": reason})
             if not dry_run:
                 ctime = _ctime(Path(folder["path"]) / relpath)
@@ -129,8 +132,15 @@ def cleanup(app: App, *, dry_run: bool = True, older_than_days: float = 7.0) -> 
                 "files": len(found),
                 "bytes": sum(f["bytes"] for f in found),
                 "by_reason": _count(f["reason"] for f in found),
+                "stale_kept": stale,
                 "sample": found[:50],
             }
+        )
+    report["stale_kept"] = sum(f["stale_kept"] for f in report["folders"])
+    if report["stale_kept"]:
+        report["hint"] = (
+            f"{report['stale_kept']} current renditions were made with another spec than the"
+            " configured one; they are kept until `imagecache regenerate` replaces them"
         )
     app.projector.catch_up()
     return report

@@ -188,6 +188,36 @@ def test_cleanup_and_reconcile_fix_planted_debris(tmp_path: Path, embedded: Imag
     assert embedded.run("replay", "verify").returncode == 0
 
 
+def test_cleanup_keeps_the_only_copy_of_a_changed_spec_until_it_is_replaced(
+    tmp_path: Path, embedded: Imagecache
+) -> None:
+    # Given a generated library
+    lib = small_library(tmp_path / "library", 12)
+    cache = tmp_path / "var" / "cache"
+    assert embedded.run("up", str(lib), "--no-serve", "--json").returncode == 0
+    made = sorted(cache.rglob("*.jpg"))
+    assert len(made) == 24
+
+    # When cleanup runs under another cache quality than the files were made with
+    changed = Imagecache({**embedded.env, "IMAGECACHE_CACHE_QUALITY": "84"})
+    report = json.loads(changed.run("cleanup", "--older-than-days", "0", "--json").stdout)
+    plain = changed.run("cleanup", "--dry-run", "--older-than-days", "0").stdout
+
+    # Then it deletes nothing: the 12 cache images are stale but the only copies there are
+    assert report["folders"][0]["files"] == 0 and report["stale_kept"] == 12
+    assert "imagecache regenerate" in report["hint"] and "imagecache regenerate" in plain
+    assert sorted(cache.rglob("*.jpg")) == made
+
+    # And once a regenerate has made them at a new name (WebP), the old files are orphans
+    webp = Imagecache({**embedded.env, "IMAGECACHE_FORMAT": "webp"})
+    assert webp.run("up", str(lib), "--no-serve", "--json").returncode == 0
+    assert len(list(cache.rglob("*.webp"))) == 24
+    done = json.loads(webp.run("cleanup", "--older-than-days", "0", "--json").stdout)
+    assert done["folders"][0]["by_reason"] == {"orphan": 24} and done["stale_kept"] == 0
+    assert not list(cache.rglob("*.jpg")) and len(list(cache.rglob("*.webp"))) == 24
+    assert webp.run("replay", "verify").returncode == 0
+
+
 def test_embedded_up_killed_mid_job_resumes_only_what_is_left(
     tmp_path: Path, embedded: Imagecache
 ) -> None:

@@ -65,6 +65,7 @@ const CLEANUP_COLUMNS = [
   ["Files", (f) => f.files.toLocaleString(), "num"],
   ["Size", (f) => bytes(f.bytes), "num"],
   ["Reasons", (f) => Object.entries(f.by_reason || {}).map(([k, n]) => `${k} ${n}`).join(", ") || "–"],
+  ["Stale, kept", (f) => (f.stale_kept || 0).toLocaleString(), "num"],
 ];
 
 export async function cleanupDryRun() {
@@ -77,6 +78,7 @@ export async function cleanupDryRun() {
   box.replaceChildren(
     h("h2", {}, `Cleanup dry run: ${count.toLocaleString()} files older than ${days} days would be deleted`),
     reportTable(out.folders, CLEANUP_COLUMNS),
+    out.hint ? h("p", { class: "muted" }, out.hint) : null,
     h("div", { class: "row", style: "margin-top:10px" },
       h("button", { class: "ghost", onclick: () => { box.hidden = true; } }, "Close"),
       count ? h("button", { class: "primary", id: "cleanup-execute", onclick: () => cleanupExecute(days, count) },
