@@ -10,7 +10,7 @@ from pathlib import Path
 
 from actors.sources import discover, list_members, member_digest, resolve_under_roots
 from domain import events as ev
-from domain.errors import InvalidInput, UnknownCollection
+from domain.errors import InvalidInput, SourceMissing, UnknownCollection
 from domain.ids import collection_id, image_id
 from domain.ports import EventLog
 from projections.readmodels import ReadModels
@@ -29,6 +29,7 @@ class ScanResult:
     removed: int
     unsupported: int
     refused: tuple[str, ...] = ()  # "member: why", for members never read
+    error: str = ""  # the collection could not be read at all: it was left as it was
 
 
 def register(events: EventLog, path: str | Path, roots: Sequence[str]) -> list[str]:
@@ -68,7 +69,15 @@ def scan(events: EventLog, read: ReadModels, cid: str, *, content_hash: bool = F
     seen: set[str] = set()
     images = 0
     refused: list[str] = []
-    for m in list_members(Path(doc["path"]), doc["source"]):
+    try:
+        members = list(list_members(Path(doc["path"]), doc["source"]))
+    except (InvalidInput, SourceMissing, OSError) as exc:
+        # One unreadable archive or folder never stops the scan of the others; what was
+        # known of it stays as it was (a disk that is away is not a removal).
+        message = f"{exc}; left as it was: fix or remove it, then scan again"
+        log.warning("cannot scan collection %s: %s", cid, message)
+        return ScanResult(cid, 0, 0, 0, 0, 0, error=message)
+    for m in members:
         if m.refused:
             refused.append(f"{m.path}: refused, {m.refused}")
             continue

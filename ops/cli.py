@@ -109,6 +109,7 @@ def cmd_collections(app: App, args: argparse.Namespace) -> int:
         _warn_refused(results)
         rows = [{"id": r.collection_id, "images": r.images, "added": r.added} for r in results]
         emit_json(rows) if args.json else table(rows, ["id", "images", "added"])
+        return 1 if any(r.error for r in results) else 0
     elif args.action == "list":
         app.projector.catch_up()
         rows = [_collection_row(c) for c in app.read.collections()]
@@ -124,6 +125,7 @@ def cmd_collections(app: App, args: argparse.Namespace) -> int:
         emit_json(rows) if args.json else table(
             rows, ["collection_id", "images", "added", "changed", "removed", "unsupported"]
         )
+        return 1 if any(r.error for r in results) else 0
     elif args.action == "images":
         app.projector.catch_up()
         if app.read.collection(args.id) is None:
@@ -146,6 +148,8 @@ def cmd_collections(app: App, args: argparse.Namespace) -> int:
 
 def _warn_refused(results: Sequence[Any]) -> None:
     for r in results:
+        if r.error:
+            print(f"imagecache: collection {r.collection_id}: {r.error}", file=sys.stderr)
         for line in r.refused:
             print(f"imagecache: collection {r.collection_id}: {line}", file=sys.stderr)
 

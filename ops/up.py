@@ -24,11 +24,15 @@ def run_up(app: App, paths: Sequence[str], *, as_json: bool, worker: bool) -> di
     # Finish what an interrupted run left first, so it is neither lost nor planned twice.
     embedded = app.settings.rabbitmq_url is None
     resumed = maintenance.recover(app, stale_after=None if embedded else app.settings.stale_after)
+    finished_here: list[dict[str, Any]] = []  # what this run added to the resumed jobs
     if resumed:
         _say(
             as_json, f"resuming {len(resumed)} unfinished jobs: {sum(resumed.values())} images left"
         )
-        library.wait_for(app, list(resumed))
+        app.projector.catch_up()
+        before = {j: app.read.job(j) or {} for j in resumed}
+        after = library.wait_for(app, list(resumed))
+        finished_here = [_since(view, before.get(view["id"], {})) for view in after]
     if not paths:
         demo = make_demo_library(app.settings.data_dir / "demo-library")
         paths = [str(demo)]
@@ -42,6 +46,8 @@ def run_up(app: App, paths: Sequence[str], *, as_json: bool, worker: bool) -> di
     results = library.scan_collections(app, ids)
     images = sum(r.images for r in results)
     for r in results:
+        if r.error:
+            print(f"imagecache up: collection {r.collection_id}: {r.error}", file=sys.stderr)
         for line in r.refused:
             print(f"imagecache up: {line}", file=sys.stderr)
     _say(as_json, f"{len(ids)} collections, {images} images")
@@ -56,6 +62,7 @@ def run_up(app: App, paths: Sequence[str], *, as_json: bool, worker: bool) -> di
     if not as_json and bulk.jobs:
         sys.stderr.write("\n")
     kinds = len(app.settings.specs)
+    views = views + finished_here
     summary = {
         "collections": len(ids),
         "images": images,
@@ -66,8 +73,10 @@ def run_up(app: App, paths: Sequence[str], *, as_json: bool, worker: bool) -> di
         "seconds": round(time.monotonic() - started, 2),
         "pipeline_seconds": round(generated - planning, 2),  # plan to projected outcomes
         "jobs": len(bulk.jobs),
+        "resumed_jobs": len(resumed),
         "already_current": bulk.current,
         "failed_by_class": _merge([v["failed_by_class"] for v in views]),
+        "unreadable_collections": {r.collection_id: r.error for r in results if r.error},
     }
     if as_json:
         emit_json(summary)
@@ -111,6 +120,16 @@ def _progress_bar() -> Any:
     return show
 
 
+def _since(view: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+    """The outcomes a job gained since `before` (its view when this run resumed it)."""
+    out = {k: view[k] - before.get(k, 0) for k in ("generated", "skipped", "failed", "bytes")}
+    was = before.get("failed_by_class", {})
+    out["failed_by_class"] = {
+        k: n - was.get(k, 0) for k, n in view["failed_by_class"].items() if n > was.get(k, 0)
+    }
+    return out
+
+
 def _print_summary(s: dict[str, Any]) -> None:
     print(
         f"{s['collections']} collections, {s['images']} images: "
@@ -121,7 +140,9 @@ def _print_summary(s: dict[str, Any]) -> None:
         print(
             "failures by class: " + ", ".join(f"{k}={v}" for k, v in s["failed_by_class"].items())
         )
-    if s["generated"] == 0 and s["failed"] == 0:
+    for cid, error in s["unreadable_collections"].items():
+        print(f"collection {cid} could not be read: {error}")
+    if s["generated"] == 0 and s["failed"] == 0 and not s["unreadable_collections"]:
         print("everything was already current: nothing to do")
 
 

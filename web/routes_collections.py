@@ -67,6 +67,7 @@ def _register(call: Call) -> Response:
                 "changed": 0,
                 "removed": 0,
                 "unsupported": 0,
+                "error": "",
             }
             for i in ids
         ]

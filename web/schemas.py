@@ -63,7 +63,13 @@ COMPONENTS: dict[str, Schema] = {
     },
     "CollectionPage": page("Collection", "collections"),
     "ScanResult": obj(
-        collection_id=ID, images=INT, added=INT, changed=INT, removed=INT, unsupported=INT
+        collection_id=ID,
+        images=INT,
+        added=INT,
+        changed=INT,
+        removed=INT,
+        unsupported=INT,
+        error=STR,
     ),
     "Registered": obj(collections={"type": "array", "items": ref("ScanResult")}),
     "RenditionStatus": {

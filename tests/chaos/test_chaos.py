@@ -218,6 +218,30 @@ def test_cleanup_keeps_the_only_copy_of_a_changed_spec_until_it_is_replaced(
     assert webp.run("replay", "verify").returncode == 0
 
 
+def test_an_unreadable_archive_is_reported_and_the_rest_of_the_library_processed(
+    tmp_path: Path, embedded: Imagecache
+) -> None:
+    # Given a library with a good folder and an archive that is not a ZIP
+    lib = small_library(tmp_path / "library", 6)
+    (lib / "broken.cbz").write_bytes(b"not a zip at all")
+
+    # When up runs, and then a scan of every collection
+    done = embedded.run("up", str(lib), "--no-serve", "--json")
+    scan = embedded.run("collections", "scan")
+
+    # Then the folder is generated, and the archive reported as unreadable, with what to do
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    assert summary["generated"] == 12 and summary["failed"] == 0
+    (error,) = summary["unreadable_collections"].values()
+    assert "broken.cbz is not a readable ZIP archive" in error and "fix or remove it" in error
+    assert "broken.cbz is not a readable ZIP archive" in done.stderr
+    # And a scan says so too, exits 1, and still scans the other collection
+    assert scan.returncode == 1 and "not a readable ZIP archive" in scan.stderr
+    assert "Traceback" not in scan.stderr + done.stderr
+    assert len(scan.stdout.strip().splitlines()) >= 3  # header + both collections
+
+
 def test_embedded_up_killed_mid_job_resumes_only_what_is_left(
     tmp_path: Path, embedded: Imagecache
 ) -> None:
@@ -234,6 +258,7 @@ def test_embedded_up_killed_mid_job_resumes_only_what_is_left(
     first.wait(timeout=30)
     made_before = len(list(cache.rglob("*.jpg")))
     assert 100 <= made_before < 800, "the kill must land mid-job"
+    logged_before = len(outcomes_by_image(embedded.env))
 
     # When it runs again
     again = embedded.run("up", str(lib), "--no-serve", "--json")
@@ -243,6 +268,9 @@ def test_embedded_up_killed_mid_job_resumes_only_what_is_left(
     assert again.returncode == 0, again.stderr[-3000:]
     summary = json.loads(again.stdout)
     assert summary["jobs"] == 0, "nothing is left for a new job: the old one was resumed"
+    # And its summary counts what this run did for the resumed job
+    assert summary["resumed_jobs"] == 1
+    assert summary["generated"] == 800 - logged_before and summary["failed"] == 0
     outcomes = outcomes_by_image(embedded.env)
     assert len(outcomes) == 800 and all(len(v) == 1 for v in outcomes.values())
     assert all(v[0]["type"] == "RenditionGenerated" for v in outcomes.values())
