@@ -196,6 +196,9 @@ class Generator:
             replaced = -1
             if recorded is not None and recorded[:2] == (folder["_id"], relpath):
                 replaced = recorded[2]
+            # folder_stats learns of this write only when it is projected: count it here, so
+            # the rest of the batch does not pour into a folder that is already full.
+            folder["bytes"] = int(folder.get("bytes", 0)) + len(out.data) - max(replaced, 0)
             return {"folder_id": folder["_id"], "path": relpath, "bytes": len(out.data),
                     "replaced_bytes": replaced}  # fmt: skip
 

@@ -334,12 +334,26 @@ class Projector:
             # These documents already hold some of these events: apply only what is newer.
             for err in errors:
                 doc_id, seg = docs[err["index"]]
-                current = coll.find_one({"_id": doc_id}, {"_seq": 1})
-                reached = int(current.get("_seq", 0)) if current else 0
-                newer = [(seq, c) for seq, c in seg.items if seq > reached]
-                if newer:
-                    ops = [_guarded(doc_id, rest) for rest in _segments(newer)]
-                    coll.bulk_write(ops)  # ordered: each guarded by the one before
+                self._write_newer(coll, doc_id, seg.items)
+
+    def _write_newer(self, coll: Any, doc_id: str, items: list[tuple[int, Change]]) -> None:
+        """Apply the changes past the document's `_seq`. Another projector (serve, a worker,
+        the scheduler) may move the document on between the read and the write; the guard
+        then refuses the write (a duplicate key), and the read is simply done again."""
+        for _attempt in range(20):
+            current = coll.find_one({"_id": doc_id}, {"_seq": 1})
+            reached = int(current.get("_seq", 0)) if current else 0
+            newer = [(seq, c) for seq, c in items if seq > reached]
+            if not newer:
+                return
+            try:
+                ops = [_guarded(doc_id, rest) for rest in _segments(newer)]
+                coll.bulk_write(ops)  # ordered: each guarded by the one before
+                return
+            except BulkWriteError as exc:
+                if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+                    raise
+        raise RuntimeError(f"{coll.name} {doc_id}: another projector kept moving it on")
 
     def _apply_late(self, change: Change, seq: int) -> None:
         coll = self._db[self._prefix + change.table]

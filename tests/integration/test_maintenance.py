@@ -140,3 +140,35 @@ def test_eviction_frees_an_over_full_folder_least_recently_served_first(
         assert not (Path(folder["path"]) / e["data"]["path"]).exists()
     _position, diffs = replay.verify(app)
     assert diffs == [], diffs[:5]
+
+
+def test_a_batch_never_fills_a_folder_past_its_capacity(tmp_path: Path, mongodb_uri: str) -> None:
+    # Given a small high-priority cache folder and one message carrying every image
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    env = {
+        "MONGODB_URI": mongodb_uri,
+        "IMAGECACHE_DB": name,
+        "IMAGECACHE_DATA": str(tmp_path / "var"),
+        "IMAGECACHE_WORKER_PROCESSES": "1",
+        "IMAGECACHE_BATCH_SIZE": "50",
+    }
+    try:
+        with bootstrap(Settings.from_env(env)) as app:
+            app.start_worker(1)
+            library.ensure_default_folder(app)
+            small = tmp_path / "small"
+            fid = library.add_folder(app, small, capacity=60_000, priority=10)
+
+            # When 12 images (24 renditions, ~10 KB each) are generated in one batch
+            views = _generate(app, _library(tmp_path / "lib", 12, 0))
+
+            # Then the small folder took what fits and no more; the rest went elsewhere
+            assert sum(v["generated"] for v in views) == 24
+            on_disk = sum(p.stat().st_size for p in small.rglob("*") if p.is_file())
+            assert 0 < on_disk <= 60_000
+            folder = app.read.folder(fid)
+            assert folder is not None and folder["bytes"] == on_disk
+            _position, diffs = replay.verify(app)
+            assert diffs == [], diffs[:5]
+    finally:
+        pymongo.MongoClient(mongodb_uri).drop_database(name)

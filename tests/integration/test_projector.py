@@ -454,31 +454,37 @@ def test_a_crash_between_write_and_checkpoint_is_harmless(
     assert_equals_fold(mongo_db, memory_log)
 
 
-def test_two_projectors_at_once_give_the_result_of_one(
-    mongo_db: Database[Any], memory_log: MemoryEventLog, history: list[ev.Event]
+@pytest.mark.parametrize(("count", "batch"), [(2, BATCH), (4, 3)], ids=["two", "four-small"])
+def test_projectors_at_once_give_the_result_of_one(
+    mongo_db: Database[Any],
+    memory_log: MemoryEventLog,
+    history: list[ev.Event],
+    count: int,
+    batch: int,
 ) -> None:
-    # Given a log and two projectors on the same database
+    # Given a log and several projectors on the same database (serve, the scheduler and
+    # each worker machine run one); small batches make them overtake each other often
     append_all(memory_log, history)
-    start = threading.Barrier(2)
+    start = threading.Barrier(count)
     errors: list[BaseException] = []
 
     def run() -> None:
-        projector = Projector(memory_log, mongo_db, ManualClock(), batch=BATCH)
+        projector = Projector(memory_log, mongo_db, ManualClock(), batch=batch)
         start.wait()
         try:
             drain(projector)
         except BaseException as exc:
             errors.append(exc)
 
-    # When both run at the same time, and a single one runs into other collections
-    threads = [threading.Thread(target=run) for _ in range(2)]
+    # When they run at the same time, and a single one runs into other collections
+    threads = [threading.Thread(target=run) for _ in range(count)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=120)
     drain(Projector(memory_log, mongo_db, ManualClock(), prefix="single_", batch=BATCH))
 
-    # Then the two together wrote exactly what one did, and what the fold gives
+    # Then together they wrote exactly what one did, and what the fold gives
     assert errors == []
     assert raw_models(mongo_db) == raw_models(mongo_db, "single_")
     assert_equals_fold(mongo_db, memory_log)
@@ -710,3 +716,35 @@ def test_checkpoints_a_projector_creates_carry_its_version(
     assert found == {name: PROJECTION_VERSIONS[name] for name in PROJECTIONS}
     append_all(mongo_log, history[30:40])
     assert projector.catch_up(timeout=60) == mongo_log.head()
+
+
+def test_a_document_moved_on_by_another_projector_between_read_and_write_is_read_again(
+    mongo_db: Database[Any], mongo_log: MongoEventLog
+) -> None:
+    # Given a document another projector has brought to seq 10 (each seq adds its number)
+    from domain.changes import Change
+
+    coll = mongo_db["race"]
+    coll.insert_one({"_id": "d", "_seq": 10, "n": sum(range(1, 11))})
+    items = [(seq, Change("race", "d", inc={"n": seq})) for seq in range(8, 14)]
+
+    class StaleOnce:
+        """The collection, but the first read sees the document as it was at seq 7."""
+
+        name = "race"
+        reads = 0
+
+        def find_one(self, *args: Any, **kwargs: Any) -> Any:
+            self.reads += 1
+            return {"_id": "d", "_seq": 7} if self.reads == 1 else coll.find_one(*args, **kwargs)
+
+        def bulk_write(self, *args: Any, **kwargs: Any) -> Any:
+            return coll.bulk_write(*args, **kwargs)
+
+    # When this projector applies seqs 8..13, having read the document before the other wrote
+    stale = StaleOnce()
+    Projector(mongo_log, mongo_db, ManualClock())._write_newer(stale, "d", items)
+
+    # Then its guarded write is refused, it reads again, and applies 11..13 once each
+    assert stale.reads == 2
+    assert coll.find_one({"_id": "d"}) == {"_id": "d", "_seq": 13, "n": sum(range(1, 14))}
