@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from collections.abc import Sequence
@@ -48,7 +49,11 @@ def tune_process() -> None:
 
 def _render_process(owner: int) -> None:
     """Initializer of a render process: tuned, and gone when its owner is gone (SIGKILL
-    included), so a killed `up` leaves no orphaned render processes behind."""
+    included), so a killed `up` leaves no orphaned render processes behind. Ctrl-C, which
+    a terminal sends to the whole process group, is the owner's to handle: a render process
+    ignores it (instead of dying mid-render with a KeyboardInterrupt traceback) and ends
+    with its pool."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     tune_process()
 
     def watch() -> None:

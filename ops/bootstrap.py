@@ -16,7 +16,7 @@ from pymongo.database import Database
 from actors.broker import Actors, declare, make_broker, start_worker
 from actors.files import LocalFileStore
 from actors.generate import Generator
-from domain.errors import ServiceUnavailable
+from domain.errors import InvalidInput, ServiceUnavailable
 from ops.embedded import EmbeddedServer
 from ops.settings import Settings
 from projections.event_log import MongoEventLog
@@ -107,6 +107,13 @@ def bootstrap(settings: Settings, *, long_running: bool = False) -> Iterator[App
 
     `long_running` commands get the embedded database in a process of its own."""
     with contextlib.ExitStack() as stack:
+        try:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InvalidInput(
+                f"cannot create the data folder {settings.data_dir}: {exc.strerror}",
+                hint="set IMAGECACHE_DATA to a folder this user can write",
+            ) from None
         uri = settings.mongodb_uri
         if uri is None:
             server = EmbeddedServer(settings.data_dir, separate_process=long_running)

@@ -90,6 +90,9 @@ def cmd_worker(app: App, args: argparse.Namespace) -> int:
     if not args.child:
         # After the services answered (bootstrap pinged them), not after a fixed sleep.
         maintenance.recover(app, stale_after=app.settings.stale_after)
+        # One projector per worker machine: choosing a cache folder reads folder_stats, which
+        # must follow what the workers write even when no serve or scheduler runs.
+        app.start_projector()
     if args.child or processes == 1:
         app.start_worker(threads)
         print(f"worker process {os.getpid()} with {threads} threads", flush=True)
@@ -167,9 +170,14 @@ def _image_rows(app: App, cid: str) -> list[dict[str, Any]]:
 
 def cmd_folders(app: App, args: argparse.Namespace) -> int:
     if args.action == "add":
+        app.projector.catch_up()
         fid = library.add_folder(app, args.path, args.capacity, args.priority)
         app.projector.catch_up()
         emit_json({"id": fid}) if args.json else print(f"cache folder {fid}: {args.path}")
+        return 0
+    if args.action == "remove":
+        view = library.remove_folder(app, args.id)
+        emit_json(view) if args.json else print(f"cache folder {args.id} removed: {view['path']}")
         return 0
     app.projector.catch_up()
     rows = app.read.folders()
@@ -316,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--capacity", type=int, default=0, help="bytes; 0 means the disk's free space"
     )
     fadd.add_argument("--priority", type=int, default=0, help="higher fills first")
+    frm = fsub.add_parser("remove", help="retire a cache folder that holds no files")
+    frm.add_argument("id")
     fsub.add_parser("list")
     fsub.add_parser("stats")
     for sp in fsub.choices.values():
@@ -414,6 +424,8 @@ def main(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) -
         )
         return 1
     except KeyboardInterrupt:
+        after = "; the next `imagecache up` finishes what is left" if args.command == "up" else ""
+        print(f"\nimagecache {args.command}: interrupted{after}", file=sys.stderr)
         return 130
 
 

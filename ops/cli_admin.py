@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from domain.errors import InvalidInput
 from domain.projection import PROJECTIONS
 from ops import maintenance, replay
 from ops.bootstrap import App
@@ -95,6 +96,10 @@ def cmd_replay(app: App, args: argparse.Namespace) -> int:
         print(f"verified: live projections equal a fresh replay of {position} events")
     elif args.action == "history":
         records = replay.history(app, job=args.job, image=args.image)
+        if not records:
+            what = f"job {args.job}" if args.job else f"image {args.image}"
+            print(f"imagecache replay: no events for {what}", file=sys.stderr)
+            return 1
         if args.json:
             emit_json(records)
         else:
@@ -109,10 +114,24 @@ def cmd_replay(app: App, args: argparse.Namespace) -> int:
             table(state["jobs"], JOB_COLUMNS[:8])
             table(state["folders"], ["id", "path", "files", "bytes", "usage"])
     elif args.action == "export":
-        with open(args.file, "wb") as f:
-            n = replay.export(app, f)
+        n = _export(app, Path(args.file))
         print(f"exported {n} events to {args.file}")
     elif args.action == "import":
         n = replay.import_file(app, Path(args.file))
         print(f"imported {n} events from {args.file}")
     return 0
+
+
+def _export(app: App, path: Path) -> int:
+    """The log as JSON lines in `path`, written whole or not at all."""
+    partial = path.with_name(path.name + ".part")
+    try:
+        with open(partial, "wb") as f:
+            n = replay.export(app, f)
+        partial.replace(path)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise InvalidInput(
+            f"cannot write {path}: {exc.strerror}", hint="give a file in a writable folder"
+        ) from None
+    return n

@@ -70,7 +70,11 @@ def _alive(pid: int) -> bool:
 
 
 def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the parent dies (Linux), so no server leaks."""
+    """In the child, before exec: SIGTERM when the parent dies (Linux), so no server leaks;
+    and a process group of its own, so that Ctrl-C in a terminal (SIGINT to the foreground
+    group; SecantusDB stops on it) leaves the database up until the parent has finished
+    with it and stops it itself."""
+    os.setpgrp()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -15,7 +16,7 @@ from actors import plan, scan
 from domain import events as ev
 from domain.errors import InvalidInput, UnknownFolder
 from domain.ids import collection_id
-from domain.specs import kinds_from_choice
+from domain.specs import KINDS, kinds_from_choice
 from domain.views import job_status
 from ops.bootstrap import App
 
@@ -44,8 +45,22 @@ def add_root(app: App, path: str | Path) -> str:
     except PermissionError:
         raise InvalidInput(f"{real} is not readable", hint="check its permissions") from None
     resolved = str(real.resolve())
+    app.projector.catch_up()
+    for folder in app.read.folder_docs():
+        if _overlaps(Path(resolved), Path(folder["path"]).resolve()):
+            raise InvalidInput(
+                f"the library {resolved} overlaps the cache folder {folder['path']}: its cache"
+                " files would be scanned as pictures",
+                hint="keep the library and the cache folders apart (IMAGECACHE_CACHE_DIR,"
+                " or `imagecache folders add` another folder)",
+            )
     app.events.append(ev.LibraryRootAdded(resolved))
     return resolved
+
+
+def _overlaps(a: Path, b: Path) -> bool:
+    """True when one path is the other or lies inside it."""
+    return a == b or a in b.parents or b in a.parents
 
 
 def add_collections(app: App, path: str | Path) -> list[str]:
@@ -67,18 +82,68 @@ def folder_id(path: str) -> str:
     return collection_id(path)
 
 
-def add_folder(app: App, path: str | Path, capacity: int = 0, priority: int = 0) -> str:
-    """Add a cache folder (created if missing); adding the same folder again changes nothing."""
+def add_folder(
+    app: App, path: str | Path, capacity: int = 0, priority: int = 0, *, parents: bool = False
+) -> str:
+    """Add a cache folder; adding the same folder again changes nothing.
+
+    A missing folder is created when its parent exists (all the way up with `parents`, for
+    the default folder in the data folder), so a typo does not make a tree somewhere. It
+    must be writable and apart from every library root: cache files inside a library would
+    be scanned as pictures, and pictures inside a cache folder taken for its files."""
     real = Path(path).expanduser().absolute()
-    try:
-        real.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InvalidInput(f"cannot create cache folder {real}: {exc.strerror}") from exc
     if capacity < 0:
         raise InvalidInput("capacity must be 0 (no limit but the disk) or a number of bytes")
     fid = folder_id(str(real))
+    _check_apart(app, real, fid)
+    try:
+        real.mkdir(parents=parents, exist_ok=True)
+    except FileExistsError:
+        raise InvalidInput(f"{real} is a file, not a folder") from None
+    except FileNotFoundError:
+        raise InvalidInput(
+            f"cannot create cache folder {real}: {real.parent} does not exist",
+            hint="check the path, or create the folder first",
+        ) from None
+    except OSError as exc:
+        raise InvalidInput(f"cannot create cache folder {real}: {exc.strerror}") from exc
+    if not os.access(real, os.W_OK | os.X_OK):
+        raise InvalidInput(f"cache folder {real} is not writable", hint="check its permissions")
+    if app.read.folder(fid) is None:
+        _check_ours(real)
     app.events.append(ev.CacheFolderAdded(fid, str(real), capacity, priority))
     return fid
+
+
+def _check_apart(app: App, real: Path, fid: str) -> None:
+    """A cache folder shares no files with the library, nor with another cache folder:
+    cleanup deletes what no rendition references, so a folder that overlaps either would
+    lose pictures, or the other folder's renditions."""
+    resolved = real.resolve()
+    app.projector.catch_up()
+    others: list[tuple[str, str]] = [("the library root", r) for r in library_roots(app)]
+    others += [("the collection", str(c["path"])) for c in app.read.collections()]
+    others += [
+        ("the cache folder", str(f["path"])) for f in app.read.folder_docs() if f["_id"] != fid
+    ]
+    for what, other in others:
+        if _overlaps(resolved, Path(other).resolve()):
+            raise InvalidInput(
+                f"cache folder {real} overlaps {what} {other}",
+                hint="give each cache folder a folder of its own, apart from the library",
+            )
+
+
+def _check_ours(real: Path) -> None:
+    """A folder newly added holds nothing but what imagecache writes: cleanup would delete
+    anything else in it (files no rendition references)."""
+    foreign = sorted(e.name for e in os.scandir(real) if e.name not in KINDS)
+    if foreign:
+        raise InvalidInput(
+            f"{real} already holds files imagecache did not write ({', '.join(foreign[:3])}"
+            f"{', ...' if len(foreign) > 3 else ''}); cleanup would delete them",
+            hint="give an empty folder, or one imagecache made",
+        )
 
 
 def change_folder(app: App, fid: str, capacity: int, priority: int) -> None:
@@ -91,7 +156,7 @@ def ensure_default_folder(app: App) -> None:
     """With no cache folder configured, use the settings' cache folder."""
     app.projector.catch_up()
     if not app.read.folder_docs():
-        add_folder(app, app.settings.cache_dir, app.settings.cache_capacity)
+        add_folder(app, app.settings.cache_dir, app.settings.cache_capacity, parents=True)
         app.projector.catch_up()
 
 

@@ -23,6 +23,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from ops import maintenance
 from ops.bootstrap import App
+from ops.settings import env_int
 
 log = logging.getLogger("imagecache.scheduler")
 
@@ -71,7 +72,7 @@ def run_scheduler(app: App, env: Mapping[str, str], stop: threading.Event) -> in
     """Run every task on its interval until `stop` is set."""
     scheduler = BackgroundScheduler()
     for name, task in tasks(app).items():
-        every = int(env.get(f"IMAGECACHE_{name.upper()}_EVERY", DEFAULTS[name]))
+        every = env_int(env, f"IMAGECACHE_{name.upper()}_EVERY", DEFAULTS[name], lo=0)
         if every <= 0:
             log.info("%s is off (IMAGECACHE_%s_EVERY=0)", name, name.upper())
             continue

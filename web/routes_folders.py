@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import os
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +35,6 @@ def _detail(call: Call) -> Response:
     return JSON(view)
 
 
-def _overlaps(a: Path, b: Path) -> bool:
-    return a == b or a in b.parents or b in a.parents
-
-
 def _add(call: Call) -> Response:
     raw = str(call.body["path"])
     path = Path(raw)
@@ -48,15 +43,6 @@ def _add(call: Call) -> Response:
     # The API does not create folders: an operator makes it, then adds it here.
     if not path.is_dir():
         raise InvalidInput(f"{raw} is not an existing folder", hint="create it first")
-    real = path.resolve()
-    if not os.access(real, os.W_OK):
-        raise InvalidInput(f"{raw} is not writable by the server")
-    for root in library.library_roots(call.app):
-        if _overlaps(real, Path(root).resolve()):
-            raise InvalidInput(
-                f"{raw} overlaps the library root {root}",
-                hint="keep cache folders apart from the library",
-            )
     capacity = int(call.body.get("capacity_bytes", 0))
     fid = library.add_folder(call.app, path, capacity, int(call.body.get("priority", 0)))
     call.app.projector.catch_up()

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ops.settings import flag
+
 BODY_LIMIT = 64 * 1024
 
 
@@ -18,4 +20,4 @@ class WebSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], token: str) -> WebSettings:
-        return cls(token=token, open_reads=env.get("IMAGECACHE_OPEN_READS", "0") == "1")
+        return cls(token=token, open_reads=flag(env, "IMAGECACHE_OPEN_READS"))

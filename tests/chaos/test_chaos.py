@@ -11,6 +11,7 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -216,6 +217,45 @@ def test_cleanup_keeps_the_only_copy_of_a_changed_spec_until_it_is_replaced(
     assert done["folders"][0]["by_reason"] == {"orphan": 24} and done["stale_kept"] == 0
     assert not list(cache.rglob("*.jpg")) and len(list(cache.rglob("*.webp"))) == 24
     assert webp.run("replay", "verify").returncode == 0
+
+
+def test_ctrl_c_stops_up_at_once_and_the_next_run_finishes(
+    tmp_path: Path, embedded: Imagecache
+) -> None:
+    # Given the main job in embedded mode, started from a terminal (its own process group)
+    from tests.e2e.conftest import outcomes_by_image
+
+    lib = small_library(tmp_path / "library", 300, size=(1600, 1200))
+    cache = tmp_path / "var" / "cache"
+    first = subprocess.Popen(
+        [sys.executable, "-m", "ops.cli", "up", str(lib), "--no-serve"], cwd=REPO,
+        env=embedded.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(cache.rglob("*.jpg"))) < 40:
+        time.sleep(0.1)
+
+    # When Ctrl-C is pressed: SIGINT to the whole foreground process group
+    os.killpg(first.pid, signal.SIGINT)
+    pressed = time.monotonic()
+    out, _ = first.communicate(timeout=60)
+    took = time.monotonic() - pressed
+
+    # Then up stops within seconds, says what to do, prints no traceback, leaves no process
+    assert first.returncode == 130, out[-3000:]
+    assert took < 10, f"took {took:.1f} s to stop"
+    assert "interrupted; the next `imagecache up` finishes what is left" in out
+    assert "Traceback" not in out
+    assert len(list(cache.rglob("*.jpg"))) < 600, "Ctrl-C must land mid-job"
+    leftover = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True)
+    assert leftover.stdout.strip() == "", "no render or database process outlives up"
+
+    # And the next run finishes exactly what was left
+    again = embedded.run("up", str(lib), "--no-serve", "--json")
+    assert again.returncode == 0, again.stderr[-3000:]
+    outcomes = outcomes_by_image(embedded.env)
+    assert len(outcomes) == 600 and all(len(v) == 1 for v in outcomes.values())
 
 
 def test_an_unreadable_archive_is_reported_and_the_rest_of_the_library_processed(

@@ -102,6 +102,68 @@ def test_clear_errors_for_bad_paths_and_ports(tmp_path: Path, embedded: Imagecac
     assert f"port {port}" in busy.stderr and "in use" in busy.stderr
 
 
+def test_cache_folders_stay_apart_from_the_library(tmp_path: Path, embedded: Imagecache) -> None:
+    # Given a generated library
+    lib = tmp_path / "library"
+    make_library(lib, folders=2, per_folder=2)
+    assert embedded.run("up", str(lib), "--no-serve").returncode == 0
+
+    # When cache folders are added inside the library, under a missing parent, or on a file
+    inside = embedded.run("folders", "add", str(lib / "album-0" / "cache"))
+    typo = embedded.run("folders", "add", str(tmp_path / "no" / "such" / "cache"))
+    (tmp_path / "a-file").write_text("x")
+    on_file = embedded.run("folders", "add", str(tmp_path / "a-file"))
+    # And a library is given that holds the cache folder
+    around = embedded.run("up", str(tmp_path), "--no-serve")
+    # And folders inside the cache folder, or holding someone's files, are offered
+    nested = embedded.run("folders", "add", str(tmp_path / "var" / "cache" / "more"))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "IMG_0001.jpg").write_bytes(b"a picture")
+    foreign = embedded.run("folders", "add", str(photos))
+
+    # Then each is refused with what was wrong, and nothing was created
+    assert inside.returncode == 1 and "overlaps the library root" in inside.stderr
+    assert not (lib / "album-0" / "cache").exists()
+    assert typo.returncode == 1 and "does not exist" in typo.stderr
+    assert not (tmp_path / "no").exists()
+    assert on_file.returncode == 1 and "is a file, not a folder" in on_file.stderr
+    assert around.returncode == 1 and "overlaps the cache folder" in around.stderr
+    assert nested.returncode == 1 and "overlaps the cache folder" in nested.stderr
+    assert foreign.returncode == 1 and "already holds files imagecache did not write" in (
+        foreign.stderr
+    )
+    assert "IMG_0001.jpg" in foreign.stderr and (photos / "IMG_0001.jpg").exists()
+    # And a folder apart from the library is added, and removed while it is empty
+    added = embedded.run("folders", "add", str(tmp_path / "second"), "--json")
+    assert added.returncode == 0, added.stderr
+    fid = json.loads(added.stdout)["id"]
+    removed = embedded.run("folders", "remove", fid)
+    assert removed.returncode == 0 and "removed" in removed.stdout
+    for done in (inside, typo, on_file, around, nested, foreign, added, removed):
+        assert "Traceback" not in done.stderr
+
+
+def test_bad_settings_and_targets_are_clear_errors(tmp_path: Path, embedded: Imagecache) -> None:
+    port = Imagecache({**embedded.env, "IMAGECACHE_PORT": "99999"}).run("serve")
+    data = Imagecache({**embedded.env, "IMAGECACHE_DATA": "/proc/imagecache"}).run("jobs", "list")
+    export = embedded.run("replay", "export", str(tmp_path / "no-such-dir" / "log.jsonl"))
+    history = embedded.run("replay", "history", "--job", "no-such-job")
+    assert port.returncode == 1 and "IMAGECACHE_PORT='99999' is out of range" in port.stderr
+    assert data.returncode == 1 and "cannot create the data folder" in data.stderr
+    assert "IMAGECACHE_DATA" in data.stderr
+    assert export.returncode == 1 and "cannot write" in export.stderr
+    assert not (tmp_path / "no-such-dir").exists()
+    assert history.returncode == 1 and "no events for job no-such-job" in history.stderr
+    for done in (port, data, export, history):
+        assert "Traceback" not in done.stderr
+
+    # And an export that works leaves the whole file and no partial one
+    out = tmp_path / "log.jsonl"
+    assert embedded.run("replay", "export", str(out)).returncode == 0
+    assert out.exists() and not (tmp_path / "log.jsonl.part").exists()
+
+
 def test_a_broker_that_does_not_answer_is_a_clear_error(
     tmp_path: Path, embedded: Imagecache
 ) -> None:
