@@ -33,21 +33,28 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def make_broker(rabbitmq_url: str | None, *, confirm_delivery: bool = False) -> dramatiq.Broker:
-    """RabbitMQ when a URL is given; else an in-process broker (embedded mode)."""
+def make_broker(
+    rabbitmq_url: str | None, *, confirm_delivery: bool = False, check: bool = True
+) -> dramatiq.Broker:
+    """RabbitMQ when a URL is given; else an in-process broker (embedded mode).
+
+    With `check` it connects at once, so a long-running process with a wrong URL fails at
+    start, clearly, not mid-job; without, it connects on first use (a command that only
+    reads never needs the broker, and works while it is down)."""
     broker: dramatiq.Broker
     if rabbitmq_url:
         from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
         broker = RabbitmqBroker(url=rabbitmq_url, confirm_delivery=confirm_delivery)
-        try:
-            _ = broker.connection  # connects now: a wrong URL fails here, clearly, not mid-job
-        except Exception as exc:
-            reason = f"{type(exc).__name__}: {exc or 'connection refused or timed out'}"
-            raise ServiceUnavailable(
-                f"RabbitMQ at {redact(rabbitmq_url)} did not answer ({reason})",
-                hint="start it, or unset RABBITMQ_URL to run the actors in process",
-            ) from exc
+        if check:
+            try:
+                _ = broker.connection
+            except Exception as exc:
+                reason = f"{type(exc).__name__}: {exc or 'connection refused or timed out'}"
+                raise ServiceUnavailable(
+                    f"RabbitMQ at {redact(rabbitmq_url)} did not answer ({reason})",
+                    hint="start it (ops/services/rabbitmq start DIR), or correct RABBITMQ_URL",
+                ) from exc
     else:
         broker = StubBroker()
         broker.emit_after("process_boot")

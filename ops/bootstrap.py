@@ -13,7 +13,7 @@ from typing import Any
 import pymongo
 from pymongo.database import Database
 
-from actors.broker import Actors, declare, make_broker, start_worker
+from actors.broker import Actors, declare, make_broker, redact, start_worker
 from actors.files import LocalFileStore
 from actors.generate import Generator
 from domain.errors import InvalidInput, ServiceUnavailable
@@ -94,9 +94,11 @@ def connect(uri: str, database: str) -> tuple[pymongo.MongoClient[Any], Database
         client.admin.command("ping")
     except pymongo.errors.PyMongoError as exc:
         client.close()
+        reason = str(exc).split(", Timeout:")[0].split(" (configured timeouts")[0][:300]
         raise ServiceUnavailable(
-            f"MongoDB at {uri} did not answer: {exc}",
-            hint="start it, or unset MONGODB_URI to use the embedded server",
+            f"MongoDB at {redact(uri)} did not answer: {reason}",
+            hint="start it, or correct MONGODB_URI (without it, imagecache runs its own"
+            " embedded database: a different, empty one)",
         ) from exc
     return client, client[database]
 
@@ -129,7 +131,11 @@ def bootstrap(settings: Settings, *, long_running: bool = False) -> Iterator[App
         files = LocalFileStore()
         generator = Generator(events, read, files, clock, max_pixels=settings.max_pixels)
         try:
-            broker = make_broker(settings.rabbitmq_url, confirm_delivery=settings.confirm_delivery)
+            broker = make_broker(
+                settings.rabbitmq_url,
+                confirm_delivery=settings.confirm_delivery,
+                check=long_running,
+            )
         except Exception:
             client.close()
             raise

@@ -13,7 +13,13 @@ from typing import Any
 
 import dramatiq.errors
 
-from domain.errors import ImageCacheError, UnknownCollection, UnknownJob
+from domain.errors import (
+    ImageCacheError,
+    InvalidInput,
+    UnknownCollection,
+    UnknownFolder,
+    UnknownJob,
+)
 from domain.projection import PROJECTIONS
 from ops import control, library, maintenance
 from ops.bootstrap import App, bootstrap
@@ -175,6 +181,23 @@ def cmd_folders(app: App, args: argparse.Namespace) -> int:
         app.projector.catch_up()
         emit_json({"id": fid}) if args.json else print(f"cache folder {fid}: {args.path}")
         return 0
+    if args.action == "change":
+        app.projector.catch_up()
+        view = app.read.folder(args.id)
+        if view is None or view["removed"]:
+            raise UnknownFolder(f"no cache folder {args.id}")
+        capacity = view["capacity_bytes"] if args.capacity is None else args.capacity
+        priority = view["priority"] if args.priority is None else args.priority
+        if capacity < 0:
+            raise InvalidInput("capacity must be 0 (no limit but the disk) or a number of bytes")
+        library.change_folder(app, args.id, capacity, priority)
+        app.projector.catch_up()
+        view = app.read.folder(args.id) or view
+        emit_json(view) if args.json else print(
+            f"cache folder {args.id}: capacity {view['capacity_bytes'] or 'disk'},"
+            f" priority {view['priority']}"
+        )
+        return 0
     if args.action == "remove":
         view = library.remove_folder(app, args.id)
         emit_json(view) if args.json else print(f"cache folder {args.id} removed: {view['path']}")
@@ -202,12 +225,14 @@ def cmd_regenerate(app: App, args: argparse.Namespace) -> int:
         "bulk_id": bulk.bulk_id,
         "images": bulk.images,
         "current": bulk.current,
+        "quarantined": bulk.quarantined,
         "jobs": [j.__dict__ for j in bulk.jobs],
     }
     if not args.json:
         todo = sum(j.to_process for j in bulk.jobs)
+        held = f", {bulk.quarantined} quarantined" if bulk.quarantined else ""
         print(
-            f"bulk {bulk.bulk_id}: {bulk.images} images, {bulk.current} current,"
+            f"bulk {bulk.bulk_id}: {bulk.images} images, {bulk.current} current{held},"
             f" {todo} to process, {len(bulk.jobs)} jobs"
         )
     if args.wait and bulk.jobs:
@@ -242,6 +267,13 @@ def cmd_jobs(app: App, args: argparse.Namespace) -> int:
             emit_json({"total": total, "jobs": rows})
         else:
             table(rows, JOB_COLUMNS)
+        return 0
+    if args.action == "failures":
+        found = library.job_failures(app, args.id, error_class=args.error_class, limit=args.limit)
+        if args.json:
+            emit_json(found)
+        else:
+            table(found["failures"], ["path", "kind", "error_class", "attempts", "message"])
         return 0
     view = app.read.job(args.id)
     if view is None:
@@ -297,7 +329,12 @@ def build_parser() -> argparse.ArgumentParser:
     cmd("evict", cmd_maintenance, "evict least-recently-served files from over-full folders")
     cmd("alerts", cmd_maintenance, "raise alerts for jobs whose failure rate is too high")
     recover = cmd("recover", cmd_maintenance, "re-send what is left of unfinished jobs")
-    recover.add_argument("--stale-after", type=float, default=None, help="only quiet jobs")
+    recover.add_argument(
+        "--stale-after",
+        type=float,
+        default=None,
+        help="only jobs quiet for this many seconds (default IMAGECACHE_STALE_AFTER; 0: all)",
+    )
     for name in ("cleanup", "reconcile", "repair", "evict", "alerts", "recover"):
         sub.choices[name].add_argument("--json", action="store_true")
 
@@ -324,6 +361,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--capacity", type=int, default=0, help="bytes; 0 means the disk's free space"
     )
     fadd.add_argument("--priority", type=int, default=0, help="higher fills first")
+    fchg = fsub.add_parser("change", help="change a cache folder's capacity or priority")
+    fchg.add_argument("id")
+    fchg.add_argument("--capacity", type=int, default=None, help="bytes; 0: the disk's space")
+    fchg.add_argument("--priority", type=int, default=None, help="higher fills first")
     frm = fsub.add_parser("remove", help="retire a cache folder that holds no files")
     frm.add_argument("id")
     fsub.add_parser("list")
@@ -347,6 +388,10 @@ def build_parser() -> argparse.ArgumentParser:
     jl.add_argument("--limit", type=int, default=100)
     js = jsub.add_parser("show")
     js.add_argument("id")
+    jf = jsub.add_parser("failures", help="a job's failed images, with class and message")
+    jf.add_argument("id")
+    jf.add_argument("--class", dest="error_class", help="only this error class")
+    jf.add_argument("--limit", type=int, default=100)
     for name in ("pause", "resume", "cancel", "retry-failed"):
         jsub.add_parser(name).add_argument("id")
     for sp in jsub.choices.values():
@@ -411,6 +456,7 @@ def main(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) -
         long_running = args.command in ("up", "serve", "worker", "scheduler")
         with bootstrap(settings, long_running=long_running) as app:
             code: int = args.handler(app, args)
+            sys.stdout.flush()  # here, where a closed pipe is caught, not at interpreter exit
             return code
     except ImageCacheError as exc:
         print(f"imagecache {args.command}: {exc}", file=sys.stderr)
@@ -423,6 +469,10 @@ def main(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) -
             file=sys.stderr,
         )
         return 1
+    except BrokenPipeError:
+        # The reader went away (`imagecache ... | head`): nothing more to say, and no traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         after = "; the next `imagecache up` finishes what is left" if args.command == "up" else ""
         print(f"\nimagecache {args.command}: interrupted{after}", file=sys.stderr)

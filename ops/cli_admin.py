@@ -48,7 +48,12 @@ def cmd_maintenance(app: App, args: argparse.Namespace) -> int:
             app, threshold=s.alert_threshold, webhook=s.alert_webhook
         )
     else:
-        result = maintenance.recover(app, stale_after=args.stale_after)
+        # On RabbitMQ, workers may be busy with a job right now: by default only jobs quiet
+        # for IMAGECACHE_STALE_AFTER are re-sent. Embedded, nothing else runs: all of them.
+        stale = args.stale_after
+        if stale is None and s.rabbitmq_url is not None:
+            stale = s.stale_after
+        result = maintenance.recover(app, stale_after=stale)
     if args.json:
         emit_json(result)
     else:

@@ -75,6 +75,7 @@ def run_up(app: App, paths: Sequence[str], *, as_json: bool, worker: bool) -> di
         "jobs": len(bulk.jobs),
         "resumed_jobs": len(resumed),
         "already_current": bulk.current,
+        "quarantined": bulk.quarantined,
         "failed_by_class": _merge([v["failed_by_class"] for v in views]),
         "unreadable_collections": {r.collection_id: r.error for r in results if r.error},
     }
@@ -142,8 +143,15 @@ def _print_summary(s: dict[str, Any]) -> None:
         )
     for cid, error in s["unreadable_collections"].items():
         print(f"collection {cid} could not be read: {error}")
+    if s["quarantined"]:
+        print(
+            f"{s['quarantined']} images held back: they failed the same way"
+            " IMAGECACHE_QUARANTINE_AFTER times (see `imagecache jobs failures ID`;"
+            " `imagecache regenerate --force` tries them again)"
+        )
     if s["generated"] == 0 and s["failed"] == 0 and not s["unreadable_collections"]:
-        print("everything was already current: nothing to do")
+        rest = "everything else" if s["quarantined"] else "everything"
+        print(f"{rest} was already current: nothing to do")
 
 
 def check_paths(paths: Sequence[str]) -> list[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+import dramatiq.errors
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -65,10 +66,13 @@ def to_response(exc: Exception, path: str) -> Response:
         return problem(400, "path outside the library roots", str(exc), _type(400))
     if isinstance(exc, InvalidInput):
         return problem(400, "invalid request", str(exc), _type(400))
-    if isinstance(exc, ServiceUnavailable):
+    if isinstance(exc, ServiceUnavailable) or _broker_failed(exc):
         # Its message may carry a connection URI with credentials: log it, do not send it.
         log.error("service unavailable on %s: %s", path, exc)
-        detail = "a service imagecache depends on did not answer; retry, and see the server log"
+        detail = (
+            "a service imagecache depends on did not answer; retry, and see the server log"
+            " (what was planned is kept: recovery sends it once the service is back)"
+        )
         return problem(503, "service unavailable", detail, _type(503))
     if isinstance(exc, HTTPException):
         return problem(
@@ -85,3 +89,8 @@ def to_response(exc: Exception, path: str) -> Response:
 async def handle(request: Request, exc: Exception) -> Response:
     """Starlette exception handler: map anything to a problem answer."""
     return to_response(exc, request.url.path)
+
+
+def _broker_failed(exc: BaseException) -> bool:
+    """RabbitMQ refused or dropped a publish (dramatiq's connection error family)."""
+    return isinstance(exc, dramatiq.errors.BrokerConnectionError)

@@ -169,9 +169,82 @@ def test_a_broker_that_does_not_answer_is_a_clear_error(
 ) -> None:
     # Given a RABBITMQ_URL where nothing listens (with a password in it)
     env = dict(embedded.env, RABBITMQ_URL="amqp://guest:hunter2@127.0.0.1:1/%2F")
-    result = Imagecache(env).run("up", "--no-serve")
+    ic = Imagecache(env)
+    result = ic.run("up", "--no-serve")
     # Then one clear line says what and what to do, without the password or a traceback
     assert result.returncode == 1
     assert "RabbitMQ at amqp://guest:***@127.0.0.1:1/%2F did not answer" in result.stderr
-    assert "unset RABBITMQ_URL" in result.stderr
+    assert "correct RABBITMQ_URL" in result.stderr
     assert "hunter2" not in result.stderr and "Traceback" not in result.stderr
+
+    # And commands that only read still work while the broker is down
+    for args in (("jobs", "list"), ("folders", "list"), ("collections", "list")):
+        read = ic.run(*args)
+        assert read.returncode == 0, read.stderr[-2000:]
+    # And one that must publish says the broker failed, and that nothing planned is lost
+    lib = tmp_path / "library"
+    make_library(lib)
+    ic = Imagecache(dict(env, IMAGECACHE_LIBRARY_ROOTS=str(lib)))
+    added = ic.run("collections", "add", str(lib))
+    assert added.returncode == 0, added.stderr[-2000:]
+    publish = ic.run("regenerate", "--all")
+    assert publish.returncode == 1
+    assert "the message broker failed" in publish.stderr and "imagecache recover" in publish.stderr
+    assert "hunter2" not in publish.stderr and "Traceback" not in publish.stderr
+
+
+def test_failed_and_held_back_images_are_visible(tmp_path: Path, embedded: Imagecache) -> None:
+    # Given a library with one corrupt file, generated, with quarantine after one failure
+    lib = tmp_path / "library"
+    make_library(lib)
+    ic = Imagecache(dict(embedded.env, IMAGECACHE_QUARANTINE_AFTER="1"))
+    first = json.loads(ic.run("up", str(lib), "--no-serve", "--json").stdout)
+    assert first["failed"] == 2 and first["quarantined"] == 0
+
+    # When the failures of the job are asked for, and up runs again
+    jobs = json.loads(ic.run("jobs", "list", "--json").stdout)["jobs"]
+    (job,) = [j for j in jobs if j["failed"]]
+    failures = ic.run("jobs", "failures", job["id"])
+    again = ic.run("up", str(lib), "--no-serve")
+
+    # Then each failed image is listed with its class and message
+    assert failures.returncode == 0, failures.stderr
+    assert failures.stdout.count("broken.jpg") == 2 and "corrupt" in failures.stdout
+    # And the second run says the corrupt image is held back, and how to try it again
+    assert again.returncode == 0, again.stderr
+    assert "1 images held back" in again.stdout and "regenerate --force" in again.stdout
+    assert "everything else was already current" in again.stdout
+
+
+def test_folders_change_and_output_into_a_closed_pipe(tmp_path: Path, embedded: Imagecache) -> None:
+    lib = tmp_path / "library"
+    make_library(lib)
+    assert embedded.run("up", str(lib), "--no-serve").returncode == 0
+    (folder,) = json.loads(embedded.run("folders", "list", "--json").stdout)
+
+    # When a folder's priority changes, its capacity stays
+    changed = embedded.run("folders", "change", folder["id"], "--priority", "5", "--json")
+    assert changed.returncode == 0, changed.stderr
+    view = json.loads(changed.stdout)
+    assert view["priority"] == 5 and view["capacity_bytes"] == folder["capacity_bytes"]
+
+    # When a long listing is cut short by its reader (`| head -1`), no traceback follows
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from tests.e2e.conftest import REPO
+
+    many = lib / "many"
+    many.mkdir()
+    for i in range(1500):  # ~150 KB of listing: more than a pipe holds
+        Image.new("RGB", (8, 8), (i % 256, 0, 0)).save(many / f"picture-{i:05}.jpg")
+    ic = Imagecache(dict(embedded.env, IMAGECACHE_LIBRARY_ROOTS=str(lib)))
+    (added,) = json.loads(ic.run("collections", "add", str(many), "--json").stdout)
+    piped = subprocess.run(
+        f"{sys.executable} -m ops.cli collections images {added['id']} | head -1",
+        shell=True, cwd=REPO, env=ic.env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert piped.stdout.count("\n") == 1
+    assert "Traceback" not in piped.stderr and "BrokenPipe" not in piped.stderr

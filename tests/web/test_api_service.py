@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.web.conftest import AUTH, Site
@@ -61,3 +63,17 @@ def test_unknown_routes_and_methods_are_problems(generated: Site) -> None:
 def test_info_says_what_is_available(generated: Site) -> None:
     info = generated.client.get("/api/v1/info", headers=AUTH).json()
     assert info["kinds"] == ["cache", "thumbnail"] and info["open_reads"] is False
+
+
+def test_a_broker_that_refuses_a_publish_is_503_not_500() -> None:
+    import dramatiq.errors
+
+    from web.problems import to_response
+
+    # When RabbitMQ drops the connection while the API publishes a regenerate
+    answer = to_response(dramatiq.errors.ConnectionClosed(OSError("gone")), "/api/v1/x")
+
+    # Then the caller learns a service is away and that nothing planned is lost
+    assert answer.status_code == 503
+    body = json.loads(bytes(answer.body))
+    assert body["title"] == "service unavailable" and "recovery sends it" in body["detail"]
