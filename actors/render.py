@@ -27,6 +27,7 @@ import importlib
 import io
 import struct
 import threading
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -87,6 +88,10 @@ _DECODE_ERRORS = (
     ZeroDivisionError, OverflowError, struct.error, Warning,
 )  # fmt: skip
 _heif_lock = threading.Lock()
+# Our own limit (max_pixels) is checked on the header before any decode, and an image over
+# Pillow's is refused as TooManyPixels anyway: its warning would only be noise on stderr.
+# Installed once, here, not toggled per call: renders run in threads.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 @dataclass(frozen=True)
@@ -174,7 +179,7 @@ def _open(fp: BinaryIO, max_pixels: int | None) -> ImageFile.ImageFile:
     if max_pixels is not None and width * height > max_pixels:
         raise TooManyPixels(
             f"{width}x{height} is {width * height / 1e6:.1f} megapixels,"
-            f" over the limit of {max_pixels / 1e6:g}"
+            f" over the limit of {max_pixels / 1e6:g} megapixels (IMAGECACHE_MAX_PIXELS)"
         )
     return im
 
