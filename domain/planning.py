@@ -98,9 +98,13 @@ def choose_folder(
     one. A folder's free space is what its capacity leaves, and at most what its disk has
     (`disk_free`, by folder id); one within 5% of its capacity takes no new files."""
     usable = []
-    for f in folders:
-        if f.get("removed"):
-            continue
+    present = [f for f in folders if not f.get("removed")]
+    if not present:
+        raise NoSpace(
+            "no cache folder is configured",
+            hint="add one with `imagecache folders add PATH`, or run `imagecache up` once",
+        )
+    for f in present:
         capacity = int(f.get("capacity_bytes", 0))
         free = capacity - int(f.get("bytes", 0)) if capacity else 1 << 62
         if capacity and free < capacity * (1 - NEAR_FULL) / 2:

@@ -58,6 +58,22 @@ class App:
         t.start()
         self._threads.append(t)
 
+    def start_folder_projector(self, idle: float = 1.0) -> None:
+        """Keep just `folder_stats` caught up, once a second: what a worker machine needs to
+        choose cache folders by what is in them when no serve or scheduler projects. (Only
+        that projection, and slowly: the others are projected by serve, up or the scheduler,
+        and every projector pass is load on the database the workers write to.)"""
+        projector = Projector(
+            self.events, self.db, self.clock, projections=("folder_stats",),
+            gap_timeout=self.settings.gap_timeout,
+        )  # fmt: skip
+        t = threading.Thread(
+            target=projector.run_forever, args=(self._stop, idle), name="folder-projector",
+            daemon=True,
+        )  # fmt: skip
+        t.start()
+        self._threads.append(t)
+
     def start_worker(self, threads: int | None = None) -> None:
         """Run generation actors in this process; in embedded mode render on every core."""
         if threads is None and self.settings.rabbitmq_url is None and self._pool is None:

@@ -96,9 +96,9 @@ def cmd_worker(app: App, args: argparse.Namespace) -> int:
     if not args.child:
         # After the services answered (bootstrap pinged them), not after a fixed sleep.
         maintenance.recover(app, stale_after=app.settings.stale_after)
-        # One projector per worker machine: choosing a cache folder reads folder_stats, which
-        # must follow what the workers write even when no serve or scheduler runs.
-        app.start_projector()
+        # Choosing a cache folder reads folder_stats, which must follow what the workers
+        # write even when no serve or scheduler runs: one such projector per worker machine.
+        app.start_folder_projector()
     if args.child or processes == 1:
         app.start_worker(threads)
         print(f"worker process {os.getpid()} with {threads} threads", flush=True)

@@ -167,7 +167,9 @@ def regenerate(
     """Plan and publish a bulk operation over the given collections (or all)."""
     if not ids and not everything:
         raise InvalidInput("name collections with --collection ID, or use --all")
-    app.projector.catch_up()
+    # Workers need somewhere to write: with no cache folder yet, the configured default one
+    # (as `up` makes it), not a job that pauses at once because "every folder is full".
+    ensure_default_folder(app)
     return plan.request_bulk(
         app.events, app.read, app.actors.publish, app.settings.specs,
         collection_ids=ids, everything=everything, kinds=kinds_from_choice(kind),

@@ -50,3 +50,46 @@ def test_two_worker_processes_share_one_job_exactly_once(
     assert set(outcomes.values()) == {1}
     workers_seen = {e["data"]["worker"] for e in db.events.find({"type": "JobHeartbeat"})}
     assert len(workers_seen) == 2, f"expected both processes to work, saw {workers_seen}"
+
+
+def test_workers_keep_folder_statistics_current_with_no_other_projector(
+    tmp_path: Path, distributed: Imagecache
+) -> None:
+    # Given workers, and a collection registered and planned by short commands only: no
+    # serve, no scheduler, no waiting command drives the projector
+    album = tmp_path / "library" / "album"
+    album.mkdir(parents=True)
+    for i in range(30):
+        Image.new("RGB", (800 + i, 600), (i, 90, 200)).save(album / f"{i:03}.jpg")
+    env = dict(distributed.env, IMAGECACHE_LIBRARY_ROOTS=str(tmp_path / "library"))
+    ic = Imagecache(env)
+    workers = ic.start("worker", "--processes", "1", "--threads", "2")
+    try:
+        assert ic.run("collections", "add", str(album)).returncode == 0
+        planned = ic.run("regenerate", "--all")
+        assert planned.returncode == 0, planned.stderr[-3000:]
+        db = pymongo.MongoClient(env["MONGODB_URI"])[env["IMAGECACHE_DB"]]
+
+        # When the workers have written every rendition
+        import time
+
+        deadline = time.monotonic() + 120
+        while (
+            time.monotonic() < deadline
+            and db.events.count_documents({"type": "RenditionGenerated"}) < 60
+        ):
+            time.sleep(0.2)
+        cache = Path(env["IMAGECACHE_DATA"]) / "cache"
+        on_disk = sum(p.stat().st_size for p in cache.rglob("*.jpg"))
+
+        # Then folder_stats, which the workers choose folders by, catches up with the disk
+        # (their own projector: nothing else runs one here)
+        while time.monotonic() < deadline:
+            (stats,) = list(db.folder_stats.find())
+            if stats.get("bytes") == on_disk:
+                break
+            time.sleep(0.2)
+        assert stats.get("bytes") == on_disk and stats.get("files") == 60
+    finally:
+        workers.send_signal(signal.SIGTERM)
+        workers.communicate(timeout=60)

@@ -171,9 +171,12 @@ def test_no_space_when_no_folder_fits() -> None:
     # Then NoSpace says so, with what to do
     with pytest.raises(NoSpace) as raised:
         choose_folder(folders, 100)
-    assert raised.value.hint
-    with pytest.raises(NoSpace):
-        choose_folder([], 1)
+    assert raised.value.hint and "full" in str(raised.value)
+    # And with no folder at all (or only removed ones), it says that instead
+    for none in ([], [folder(2, 1_000, 0, removed=True)]):
+        with pytest.raises(NoSpace, match="no cache folder is configured") as missing:
+            choose_folder(none, 1)
+        assert "imagecache folders add" in missing.value.hint
 
 
 def test_capacity_zero_means_unlimited() -> None:
