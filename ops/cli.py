@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import dramatiq.errors
@@ -52,7 +53,8 @@ def cmd_up(app: App, args: argparse.Namespace) -> int:
 
 def cmd_serve(app: App, args: argparse.Namespace) -> int:
     _check_port(app.settings.host, args.port)
-    if args.worker:
+    # Embedded, nothing else can run the work the API and page plan: run it here.
+    if args.worker or app.settings.rabbitmq_url is None:
         app.start_worker()
     return _serve(app, args.port, started=False)
 
@@ -79,8 +81,27 @@ def _serve(app: App, port: int, *, started: bool) -> int:
     app.start_projector()
     print(f"serving on http://{app.settings.host}:{port} (Ctrl-C to stop)", flush=True)
     print(f"API token: {load_or_create_token(app.settings)}", flush=True)
-    uvicorn.run(create_app(app), host=app.settings.host, port=port, log_level="warning")
+    _Server = _uvicorn_server()
+    config = uvicorn.Config(create_app(app), host=app.settings.host, port=port, log_level="warning")
+    _Server(config).run()
     return 0
+
+
+def _uvicorn_server() -> type:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, without its re-raising of SIGINT/SIGTERM once it has stopped
+        gracefully: that killed this process before it stopped the embedded database and
+        the render pool (leaving them to die with their parent, and semaphores leaked)."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with super().capture_signals():
+                yield
+                self._captured_signals.clear()  # stopped as asked: nothing to re-raise
+
+    return Server
 
 
 def cmd_worker(app: App, args: argparse.Namespace) -> int:
@@ -312,7 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = cmd("serve", cmd_serve, "serve the web API and page")
     serve.add_argument("--port", type=int, default=None)
-    serve.add_argument("--worker", action="store_true", help="also run generation actors here")
+    serve.add_argument(
+        "--worker",
+        action="store_true",
+        help="also run generation actors here (always, in embedded mode: nothing else can)",
+    )
 
     worker = cmd("worker", cmd_worker, "run generation actors on RabbitMQ")
     worker.add_argument("--processes", type=int, default=None, help="default: CPU count")

@@ -129,6 +129,14 @@ def _missing(app: App, image_id: str, kind: str, why: str) -> NotFound:
             " GET /api/v1/collections/{collection_id}/images"
         )
     cid = image.get("collection_id", "")
+    if why.startswith("is missing"):
+        # Its rendition is still recorded as current, so a plain regenerate would skip it:
+        # repair records the file as missing and plans it again.
+        return NotFound(
+            f"the {kind} of image {image_id} {why}: run `imagecache repair` (it records"
+            f" missing files and plans them again), or POST {REGENERATE[kind]} with"
+            f' {{"collections": ["{cid}"], "force": true}}'
+        )
     return NotFound(
         f"the {kind} of image {image_id} {why}: regenerate it with POST {REGENERATE[kind]}"
         f' and {{"collections": ["{cid}"]}}'

@@ -248,3 +248,63 @@ def test_folders_change_and_output_into_a_closed_pipe(tmp_path: Path, embedded: 
     )  # fmt: skip
     assert piped.stdout.count("\n") == 1
     assert "Traceback" not in piped.stderr and "BrokenPipe" not in piped.stderr
+
+
+def test_embedded_serve_runs_the_work_its_api_plans(tmp_path: Path, embedded: Imagecache) -> None:
+    # Given a generated library and `serve` in embedded mode, started without --worker
+    import socket
+    import time
+    import urllib.request
+
+    lib = tmp_path / "library"
+    make_library(lib)
+    assert embedded.run("up", str(lib), "--no-serve").returncode == 0
+    (cid, *_) = [c["id"] for c in json.loads(embedded.run("collections", "list", "--json").stdout)]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = embedded.start("serve", "--port", str(port))
+    try:
+        base = f"http://127.0.0.1:{port}/api/v1"
+        token_file = tmp_path / "var" / "api-token"
+
+        def call(path: str, body: dict[str, object] | None = None) -> dict[str, object]:
+            request = urllib.request.Request(
+                f"{base}{path}", method="POST" if body is not None else "GET",
+                data=json.dumps(body).encode() if body is not None else None,
+                headers={"Authorization": f"Bearer {token_file.read_text().strip()}",
+                         "Content-Type": "application/json"},
+            )  # fmt: skip
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                return dict(json.loads(answer.read()))
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                call("/health")
+                break
+            except OSError:
+                time.sleep(0.2)
+
+        # When the API plans a forced regenerate of one collection
+        planned = call("/cache/regenerate", {"collections": [cid], "force": True})
+        (job,) = planned["jobs"]  # type: ignore[misc]
+        job_id = job["job_id"]
+
+        # Then this server runs it to the end: nothing else could, in embedded mode
+        status = ""
+        while time.monotonic() < deadline and status != "finished":
+            status = str(call(f"/cache/processing-jobs/{job_id}")["status"])
+            time.sleep(0.2)
+        assert status == "finished"
+    finally:
+        server.send_signal(signal.SIGTERM)
+        out, _ = server.communicate(timeout=60)
+
+    # And SIGTERM stops it cleanly: its database and render processes with it, nothing leaked
+    assert server.returncode == 0, out[-3000:]
+    assert "leaked" not in out and "Traceback" not in out
+    import subprocess
+
+    left = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True)
+    assert left.stdout.strip() == ""
