@@ -68,6 +68,7 @@ def job_view(doc: Doc) -> dict[str, Any]:
         "rate": round(rate, 3),
         "eta_seconds": round(eta, 1) if eta is not None else None,
         "retry_of": doc.get("retry_of") or None,
+        "pause_reason": (doc.get("pause_reason") or None) if status == "paused" else None,
     }
 
 

@@ -259,10 +259,26 @@ def cmd_regenerate(app: App, args: argparse.Namespace) -> int:
     if args.wait and bulk.jobs:
         if app.settings.rabbitmq_url is None:
             app.start_worker()
-        result["final"] = library.wait_for(app, [j.job_id for j in bulk.jobs])
+        else:
+            print(
+                "waiting for the workers (`imagecache worker`) to run the jobs; Ctrl-C stops"
+                " waiting, not the jobs",
+                file=sys.stderr,
+            )
+        final = library.wait_for(app, [j.job_id for j in bulk.jobs])
+        result["final"] = final
+        if not args.json:
+            for view in final:
+                why = f" ({view['pause_reason']})" if view.get("pause_reason") else ""
+                print(
+                    f"job {view['id']}: {view['status']}{why}: {view['generated']} generated,"
+                    f" {view['skipped']} skipped, {view['failed']} failed,"
+                    f" {view['remaining']} remaining"
+                )
     if args.json:
         emit_json(result)
-    return 0
+    # --wait: 1 when a job ended otherwise than finished (paused, cancelled)
+    return 1 if any(v["status"] != "finished" for v in result.get("final", [])) else 0
 
 
 def cmd_jobs(app: App, args: argparse.Namespace) -> int:

@@ -117,6 +117,7 @@ COMPONENTS: dict[str, Schema] = {
         rate=NUM,
         eta_seconds={"type": "number", "nullable": True},
         retry_of=NULL_STR,
+        pause_reason=NULL_STR,
     ),
     "JobPage": page("Job", "jobs"),
     "Failure": obj(

@@ -308,3 +308,21 @@ def test_embedded_serve_runs_the_work_its_api_plans(tmp_path: Path, embedded: Im
 
     left = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True)
     assert left.stdout.strip() == ""
+
+
+def test_regenerate_wait_says_how_its_jobs_ended(tmp_path: Path, embedded: Imagecache) -> None:
+    # Given a generated library whose only cache folder is then made full
+    lib = tmp_path / "library"
+    make_library(lib)
+    assert embedded.run("up", str(lib), "--no-serve").returncode == 0
+    (folder,) = json.loads(embedded.run("folders", "list", "--json").stdout)
+    assert embedded.run("folders", "change", folder["id"], "--capacity", "1").returncode == 0
+
+    # When a forced regenerate waits for its jobs
+    done = embedded.run("regenerate", "--all", "--force", "--wait")
+
+    # Then it says each job paused, and why, and exits 1
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert ": paused (no_space: every cache folder is full" in done.stdout
+    jobs = json.loads(embedded.run("jobs", "list", "--status", "paused", "--json").stdout)
+    assert jobs["jobs"] and all(j["pause_reason"].startswith("no_space") for j in jobs["jobs"])
