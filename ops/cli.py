@@ -16,9 +16,7 @@ import dramatiq.errors
 
 from domain.errors import (
     ImageCacheError,
-    InvalidInput,
     UnknownCollection,
-    UnknownFolder,
     UnknownJob,
 )
 from domain.projection import PROJECTIONS
@@ -81,14 +79,6 @@ def _serve(app: App, port: int, *, started: bool) -> int:
     app.start_projector()
     print(f"serving on http://{app.settings.host}:{port} (Ctrl-C to stop)", flush=True)
     print(f"API token: {load_or_create_token(app.settings)}", flush=True)
-    _Server = _uvicorn_server()
-    config = uvicorn.Config(create_app(app), host=app.settings.host, port=port, log_level="warning")
-    _Server(config).run()
-    return 0
-
-
-def _uvicorn_server() -> type:
-    import uvicorn
 
     class Server(uvicorn.Server):
         """uvicorn's server, without its re-raising of SIGINT/SIGTERM once it has stopped
@@ -101,7 +91,9 @@ def _uvicorn_server() -> type:
                 yield
                 self._captured_signals.clear()  # stopped as asked: nothing to re-raise
 
-    return Server
+    config = uvicorn.Config(create_app(app), host=app.settings.host, port=port, log_level="warning")
+    Server(config).run()
+    return 0
 
 
 def cmd_worker(app: App, args: argparse.Namespace) -> int:
@@ -177,11 +169,8 @@ def cmd_collections(app: App, args: argparse.Namespace) -> int:
 
 
 def _warn_refused(results: Sequence[Any]) -> None:
-    for r in results:
-        if r.error:
-            print(f"imagecache: collection {r.collection_id}: {r.error}", file=sys.stderr)
-        for line in r.refused:
-            print(f"imagecache: collection {r.collection_id}: {line}", file=sys.stderr)
+    for line in library.scan_problems(results):
+        print(f"imagecache: {line}", file=sys.stderr)
 
 
 def _collection_row(c: dict[str, Any]) -> dict[str, Any]:
@@ -197,23 +186,12 @@ def _image_rows(app: App, cid: str) -> list[dict[str, Any]]:
 
 def cmd_folders(app: App, args: argparse.Namespace) -> int:
     if args.action == "add":
-        app.projector.catch_up()
         fid = library.add_folder(app, args.path, args.capacity, args.priority)
         app.projector.catch_up()
         emit_json({"id": fid}) if args.json else print(f"cache folder {fid}: {args.path}")
         return 0
     if args.action == "change":
-        app.projector.catch_up()
-        view = app.read.folder(args.id)
-        if view is None or view["removed"]:
-            raise UnknownFolder(f"no cache folder {args.id}")
-        capacity = view["capacity_bytes"] if args.capacity is None else args.capacity
-        priority = view["priority"] if args.priority is None else args.priority
-        if capacity < 0:
-            raise InvalidInput("capacity must be 0 (no limit but the disk) or a number of bytes")
-        library.change_folder(app, args.id, capacity, priority)
-        app.projector.catch_up()
-        view = app.read.folder(args.id) or view
+        view = library.change_folder(app, args.id, args.capacity, args.priority)
         emit_json(view) if args.json else print(
             f"cache folder {args.id}: capacity {view['capacity_bytes'] or 'disk'},"
             f" priority {view['priority']}"

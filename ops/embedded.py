@@ -69,7 +69,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _die_with_parent() -> None:
+def _child_preexec() -> None:
     """In the child, before exec: SIGTERM when the parent dies (Linux), so no server leaks;
     and a process group of its own, so that Ctrl-C in a terminal (SIGINT to the foreground
     group; SecantusDB stops on it) leaves the database up until the parent has finished
@@ -172,7 +172,7 @@ class EmbeddedServer:
                 "--log-level", "WARNING"]  # fmt: skip
         with open(log_path, "ab") as out:
             self._child = subprocess.Popen(
-                args, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+                args, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_child_preexec
             )
         self.uri = f"mongodb://127.0.0.1:{port}/"
         deadline = time.monotonic() + START_TIMEOUT

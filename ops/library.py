@@ -78,6 +78,13 @@ def scan_collections(
     return results
 
 
+def scan_problems(results: Sequence[scan.ScanResult]) -> list[str]:
+    """What a scan could not read, one line each: whole collections, then members."""
+    lines = [f"collection {r.collection_id}: {r.error}" for r in results if r.error]
+    lines += [f"collection {r.collection_id}: {line}" for r in results for line in r.refused]
+    return lines
+
+
 def folder_id(path: str) -> str:
     return collection_id(path)
 
@@ -92,8 +99,7 @@ def add_folder(
     must be writable and apart from every library root: cache files inside a library would
     be scanned as pictures, and pictures inside a cache folder taken for its files."""
     real = Path(path).expanduser().absolute()
-    if capacity < 0:
-        raise InvalidInput("capacity must be 0 (no limit but the disk) or a number of bytes")
+    _check_capacity(capacity)
     fid = folder_id(str(real))
     _check_apart(app, real, fid)
     try:
@@ -146,10 +152,25 @@ def _check_ours(real: Path) -> None:
         )
 
 
-def change_folder(app: App, fid: str, capacity: int, priority: int) -> None:
-    if app.read.folder(fid) is None:
+def _check_capacity(capacity: int) -> None:
+    if capacity < 0:
+        raise InvalidInput("capacity must be 0 (no limit but the disk) or a number of bytes")
+
+
+def change_folder(
+    app: App, fid: str, capacity: int | None = None, priority: int | None = None
+) -> dict[str, Any]:
+    """Change a cache folder's capacity and/or priority (None keeps it); return its view."""
+    app.projector.catch_up()
+    view = app.read.folder(fid)
+    if view is None or view["removed"]:
         raise UnknownFolder(f"no cache folder {fid}")
+    capacity = view["capacity_bytes"] if capacity is None else capacity
+    priority = view["priority"] if priority is None else priority
+    _check_capacity(capacity)
     app.events.append(ev.CacheFolderChanged(fid, uuid.uuid4().hex, capacity, priority))
+    app.projector.catch_up()
+    return app.read.folder(fid) or view
 
 
 def ensure_default_folder(app: App) -> None:

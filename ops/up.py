@@ -45,11 +45,8 @@ def run_up(app: App, paths: Sequence[str], *, as_json: bool, worker: bool) -> di
     ids = list(dict.fromkeys(ids))
     results = library.scan_collections(app, ids)
     images = sum(r.images for r in results)
-    for r in results:
-        if r.error:
-            print(f"imagecache up: collection {r.collection_id}: {r.error}", file=sys.stderr)
-        for line in r.refused:
-            print(f"imagecache up: {line}", file=sys.stderr)
+    for line in library.scan_problems(results):
+        print(f"imagecache up: {line}", file=sys.stderr)
     _say(as_json, f"{len(ids)} collections, {images} images")
     planning = time.monotonic()
     bulk = library.regenerate(app, ids, kind="both")
@@ -141,8 +138,6 @@ def _print_summary(s: dict[str, Any]) -> None:
         print(
             "failures by class: " + ", ".join(f"{k}={v}" for k, v in s["failed_by_class"].items())
         )
-    for cid, error in s["unreadable_collections"].items():
-        print(f"collection {cid} could not be read: {error}")
     if s["quarantined"]:
         print(
             f"{s['quarantined']} images held back: they failed the same way"

@@ -73,8 +73,10 @@ class Projector:
 
     def position(self) -> int:
         """The lowest checkpoint of this projector's projections."""
-        docs = self._checkpoint_docs()
-        return min(int(docs[n]["seq"]) if n in docs else 0 for n in self.names)
+        return self._position(self._checkpoint_docs())
+
+    def _position(self, stored: dict[str, dict[str, Any]]) -> int:
+        return min(int(stored[n]["seq"]) if n in stored else 0 for n in self.names)
 
     def _checkpoint_docs(self) -> dict[str, dict[str, Any]]:
         found = self._checkpoints.find({"_id": {"$in": list(self.names)}})
@@ -161,7 +163,7 @@ class Projector:
         stored = self._checkpoint_docs()
         self._check_versions(stored)  # another version's read models: write nothing
         applied = self._fill_late_gaps()
-        pos = min(int(stored[n]["seq"]) if n in stored else 0 for n in self.names)
+        pos = self._position(stored)
         limit = self._batch if until is None else min(self._batch, until - pos)
         if limit <= 0:
             return applied

@@ -52,15 +52,10 @@ def _add(call: Call) -> Response:
 
 
 def _change(call: Call) -> Response:
-    fid = call.path["folder_id"]
-    view = call.app.read.folder(fid)
-    if view is None or view["removed"]:
-        raise UnknownFolder(f"no cache folder {fid}")
-    capacity = int(call.body.get("capacity_bytes", view["capacity_bytes"]))
-    priority = int(call.body.get("priority", view["priority"]))
-    library.change_folder(call.app, fid, capacity, priority)
-    call.app.projector.catch_up()
-    return JSON(call.app.read.folder(fid))
+    body = call.body
+    capacity = int(body["capacity_bytes"]) if "capacity_bytes" in body else None
+    priority = int(body["priority"]) if "priority" in body else None
+    return JSON(library.change_folder(call.app, call.path["folder_id"], capacity, priority))
 
 
 def _remove(call: Call) -> Response:

@@ -121,7 +121,7 @@ class RenditionCache:
             self._docs.pop((image_id, kind), None)
 
 
-def _missing(app: App, image_id: str, kind: str, why: str) -> NotFound:
+def _missing(app: App, image_id: str, kind: str, why: str, *, file_gone: bool = False) -> NotFound:
     image = app.read.image(image_id)
     if image is None:
         return NotFound(
@@ -129,7 +129,7 @@ def _missing(app: App, image_id: str, kind: str, why: str) -> NotFound:
             " GET /api/v1/collections/{collection_id}/images"
         )
     cid = image.get("collection_id", "")
-    if why.startswith("is missing"):
+    if file_gone:
         # Its rendition is still recorded as current, so a plain regenerate would skip it:
         # repair records the file as missing and plans it again.
         return NotFound(
@@ -157,7 +157,9 @@ def locate(
     try:
         real = (root / rel).resolve(strict=True)
     except OSError:
-        raise _missing(app, image_id, kind, "is missing from its cache folder") from None
+        raise _missing(
+            app, image_id, kind, "is missing from its cache folder", file_gone=True
+        ) from None
     if root not in real.parents:
         raise _missing(app, image_id, kind, "is not in a cache folder")
     return real, doc

@@ -16,14 +16,20 @@ from tests.e2e.conftest import Imagecache
 pytestmark = pytest.mark.e2e
 
 
+def _album(tmp_path: Path, count: int, width: int) -> Path:
+    """tmp_path/library/album with `count` distinct JPEGs, `width` + i pixels wide."""
+    album = tmp_path / "library" / "album"
+    album.mkdir(parents=True)
+    for i in range(count):
+        Image.new("RGB", (width + i, width * 3 // 4), (i, 255 - i, 90)).save(album / f"{i:03}.jpg")
+    return album
+
+
 def test_two_worker_processes_share_one_job_exactly_once(
     tmp_path: Path, distributed: Imagecache
 ) -> None:
     # Given one collection of 120 images and a worker supervisor with two processes
-    album = tmp_path / "library" / "album"
-    album.mkdir(parents=True)
-    for i in range(120):
-        Image.new("RGB", (640 + i, 480), (i, 255 - i, 90)).save(album / f"{i:03}.jpg")
+    _album(tmp_path, 120, 640)
     env = dict(distributed.env, IMAGECACHE_BATCH_SIZE="2")
     workers = Imagecache(env).start("worker", "--processes", "2", "--threads", "2")
     try:
@@ -57,10 +63,7 @@ def test_workers_keep_folder_statistics_current_with_no_other_projector(
 ) -> None:
     # Given workers, and a collection registered and planned by short commands only: no
     # serve, no scheduler, no waiting command drives the projector
-    album = tmp_path / "library" / "album"
-    album.mkdir(parents=True)
-    for i in range(30):
-        Image.new("RGB", (800 + i, 600), (i, 90, 200)).save(album / f"{i:03}.jpg")
+    album = _album(tmp_path, 30, 800)
     env = dict(distributed.env, IMAGECACHE_LIBRARY_ROOTS=str(tmp_path / "library"))
     ic = Imagecache(env)
     workers = ic.start("worker", "--processes", "1", "--threads", "2")

@@ -22,16 +22,21 @@ from ops.settings import Settings
 pytestmark = pytest.mark.integration
 
 
+def _env(tmp_path: Path, mongodb_uri: str, **more: str) -> dict[str, str]:
+    """A fresh database on the test server, data in tmp_path, actors in process."""
+    return {
+        "MONGODB_URI": mongodb_uri,
+        "IMAGECACHE_DB": f"t_{uuid.uuid4().hex[:12]}",
+        "IMAGECACHE_DATA": str(tmp_path / "var"),
+        "IMAGECACHE_WORKER_PROCESSES": "1",
+        **more,
+    }
+
+
 @pytest.fixture
 def app(tmp_path: Path, mongodb_uri: str) -> Iterator[App]:
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    env = {
-        "MONGODB_URI": mongodb_uri,
-        "IMAGECACHE_DB": name,
-        "IMAGECACHE_DATA": str(tmp_path / "var"),
-        "IMAGECACHE_QUARANTINE_AFTER": "2",
-        "IMAGECACHE_WORKER_PROCESSES": "1",
-    }
+    env = _env(tmp_path, mongodb_uri, IMAGECACHE_QUARANTINE_AFTER="2")
+    name = env["IMAGECACHE_DB"]
     with bootstrap(Settings.from_env(env)) as wired:
         wired.start_worker(2)
         yield wired
@@ -144,14 +149,8 @@ def test_eviction_frees_an_over_full_folder_least_recently_served_first(
 
 def test_a_batch_never_fills_a_folder_past_its_capacity(tmp_path: Path, mongodb_uri: str) -> None:
     # Given a small high-priority cache folder and one message carrying every image
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    env = {
-        "MONGODB_URI": mongodb_uri,
-        "IMAGECACHE_DB": name,
-        "IMAGECACHE_DATA": str(tmp_path / "var"),
-        "IMAGECACHE_WORKER_PROCESSES": "1",
-        "IMAGECACHE_BATCH_SIZE": "50",
-    }
+    env = _env(tmp_path, mongodb_uri, IMAGECACHE_BATCH_SIZE="50")
+    name = env["IMAGECACHE_DB"]
     try:
         with bootstrap(Settings.from_env(env)) as app:
             app.start_worker(1)
