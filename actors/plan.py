@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from domain import events as ev
@@ -23,6 +23,9 @@ log = logging.getLogger("imagecache.plan")
 
 PLAN_PAGE = 5000
 Publish = Callable[[list[dict[str, Any]]], None]
+# (collection id, wanted specs) -> the images unfinished jobs of that collection will still
+# make in those specs, each with the id of the job that has it.
+Queued = Callable[[str, Sequence[RenditionSpec]], Mapping[str, str]]
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,8 @@ class BulkResult:
     current: int
     jobs: list[PlannedJob]
     quarantined: int = 0
+    queued: int = 0  # images left out because an unfinished job will still make them
+    queued_in: list[str] = field(default_factory=list)  # those jobs: wait for them too
 
 
 def _head(
@@ -97,8 +102,13 @@ def request_bulk(
     force: bool = False,
     batch_size: int = 8,
     quarantine_after: int = 3,
+    queued: Queued | None = None,
 ) -> BulkResult:
-    """Record the request, plan a job for each collection with work left, publish its batches."""
+    """Record the request, plan a job for each collection with work left, publish its batches.
+
+    With `queued`, images that an unfinished job will still make are left out (unless forced):
+    a second request while the first one runs, a nightly repair of files the last one has not
+    made yet, or two clicks, do the work once."""
     bulk_id = uuid.uuid4().hex
     if everything:
         collections = read.collections()
@@ -116,19 +126,29 @@ def request_bulk(
     )
     wanted = [specs[k] for k in kinds]
     jobs: list[PlannedJob] = []
-    total_images = total_current = total_quarantined = 0
+    total_images = total_current = total_quarantined = total_queued = 0
+    queued_in: dict[str, None] = {}
     for collection in collections:
         cid = collection["_id"]
         inputs = read.plan_inputs(cid)
         images = inputs.images
         held = quarantined(inputs.failures, quarantine_after)
-        plan = plan_images(images, wanted, inputs.current, force=force, skip=held)
+        waiting = queued(cid, wanted) if queued is not None and not force else {}
+        plan = plan_images(
+            images, wanted, inputs.current, force=force, skip=held, queued=waiting.keys()
+        )
         total_images += len(images)
         total_current += plan.current
         total_quarantined += plan.quarantined
+        total_queued += plan.queued
+        if plan.queued:
+            ids = {i.image_id for i in images}
+            queued_in.update(dict.fromkeys(j for i, j in waiting.items() if i in ids))
         log.info(
-            "%s: %d images, %d current, %d quarantined, %d to process",
-            collection["path"], len(images), plan.current, plan.quarantined, len(plan.todo),
+            "%s: %d images, %d current, %d quarantined, %d queued in unfinished jobs,"
+            " %d to process",
+            collection["path"], len(images), plan.current, plan.quarantined, plan.queued,
+            len(plan.todo),
         )  # fmt: skip
         if not plan.todo:
             continue
@@ -136,7 +156,10 @@ def request_bulk(
         plan_job(events, job_id, bulk_id, cid, wanted, plan.todo, plan.current)
         publish(messages_for(job_id, collection, wanted, plan.todo, batch_size, force=force))
         jobs.append(PlannedJob(job_id, cid, len(images), plan.current, len(plan.todo)))
-    return BulkResult(bulk_id, total_images, total_current, jobs, total_quarantined)
+    return BulkResult(
+        bulk_id, total_images, total_current, jobs, total_quarantined, total_queued,
+        list(queued_in),
+    )  # fmt: skip
 
 
 def plan_job(

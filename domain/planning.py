@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from domain.changes import Doc
@@ -24,11 +24,13 @@ class SourceImage:
 
 @dataclass(frozen=True)
 class Plan:
-    """The images left to process for one collection, and how many were current or quarantined."""
+    """The images left to process for one collection, and how many were current, quarantined
+    or already queued in an unfinished job."""
 
     todo: list[SourceImage]
     current: int
     quarantined: int = 0
+    queued: int = 0
 
 
 @dataclass(frozen=True)
@@ -69,21 +71,25 @@ def plan_images(
     *,
     force: bool = False,
     skip: set[str] | frozenset[str] = frozenset(),
+    queued: Collection[str] = frozenset(),
 ) -> Plan:
     """Pre-filter: keep an image when any requested rendition is missing, stale or forced;
-    images in `skip` (quarantined) are left out unless forced."""
+    images in `skip` (quarantined) are left out unless forced, and so are images in `queued`
+    (an unfinished job will still make them), so that planning twice does the work once."""
     todo: list[SourceImage] = []
-    current = held = 0
+    current = held = waiting = 0
     for image in images:
         if not force and image.image_id in skip:
             held += 1
-        elif force or not all(
-            is_current(renditions.get((image.image_id, s.kind)), s, image) for s in specs
-        ):
+        elif force:
             todo.append(image)
-        else:
+        elif all(is_current(renditions.get((image.image_id, s.kind)), s, image) for s in specs):
             current += 1
-    return Plan(todo, current, held)
+        elif image.image_id in queued:
+            waiting += 1
+        else:
+            todo.append(image)
+    return Plan(todo, current, held, waiting)
 
 
 def pages(items: Sequence[str], size: int) -> list[list[str]]:

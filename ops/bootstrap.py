@@ -45,6 +45,9 @@ class App:
     clock: SystemClock
     actors: Actors
     generator: Generator
+    # Embedded, and the database was started by another imagecache process of this data
+    # folder (`up` or `serve`), whose actors may be running jobs right now.
+    shared: bool = False
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
     _workers: list[Any] = field(default_factory=list)
@@ -133,9 +136,11 @@ def bootstrap(settings: Settings, *, long_running: bool = False) -> Iterator[App
                 hint="set IMAGECACHE_DATA to a folder this user can write",
             ) from None
         uri = settings.mongodb_uri
+        shared = False
         if uri is None:
             server = EmbeddedServer(settings.data_dir, separate_process=long_running)
             uri = stack.enter_context(server).uri
+            shared = not server.owner
         client, db = connect(uri, settings.database)
         clock = SystemClock()
         events = MongoEventLog(db, clock)
@@ -156,7 +161,9 @@ def bootstrap(settings: Settings, *, long_running: bool = False) -> Iterator[App
             client.close()
             raise
         actors = declare(broker, lambda: generator, settings.queue)
-        app = App(settings, client, db, events, read, projector, files, clock, actors, generator)
+        app = App(
+            settings, client, db, events, read, projector, files, clock, actors, generator, shared
+        )
         try:
             yield app
         finally:

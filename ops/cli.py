@@ -217,6 +217,13 @@ def cmd_folders(app: App, args: argparse.Namespace) -> int:
 
 
 def cmd_regenerate(app: App, args: argparse.Namespace) -> int:
+    embedded = app.settings.rabbitmq_url is None
+    if args.wait and embedded:
+        # Jobs an earlier command left unfinished are run here too (re-sent before planning,
+        # so that the new plan leaves their images to them), unless an `up` or `serve` of
+        # this data folder runs: then only those it has left quiet.
+        app.start_worker()
+        maintenance.recover(app, stale_after=app.settings.stale_after if app.shared else None)
     bulk = library.regenerate(
         app, args.collection or (), everything=args.all, kind=args.kind, force=args.force
     )
@@ -225,25 +232,29 @@ def cmd_regenerate(app: App, args: argparse.Namespace) -> int:
         "images": bulk.images,
         "current": bulk.current,
         "quarantined": bulk.quarantined,
+        "queued": bulk.queued,
+        "queued_in": bulk.queued_in,
         "jobs": [j.__dict__ for j in bulk.jobs],
     }
     if not args.json:
         todo = sum(j.to_process for j in bulk.jobs)
         held = f", {bulk.quarantined} quarantined" if bulk.quarantined else ""
+        queued = ""
+        if bulk.queued:
+            queued = f", {bulk.queued} already queued in jobs {' '.join(bulk.queued_in)}"
         print(
-            f"bulk {bulk.bulk_id}: {bulk.images} images, {bulk.current} current{held},"
+            f"bulk {bulk.bulk_id}: {bulk.images} images, {bulk.current} current{held}{queued},"
             f" {todo} to process, {len(bulk.jobs)} jobs"
         )
-    if args.wait and bulk.jobs:
-        if app.settings.rabbitmq_url is None:
-            app.start_worker()
-        else:
+    waited = [j.job_id for j in bulk.jobs] + bulk.queued_in
+    if args.wait and waited:
+        if not embedded:
             print(
                 "waiting for the workers (`imagecache worker`) to run the jobs; Ctrl-C stops"
                 " waiting, not the jobs",
                 file=sys.stderr,
             )
-        final = library.wait_for(app, [j.job_id for j in bulk.jobs])
+        final = library.wait_for(app, waited)
         result["final"] = final
         if not args.json:
             for view in final:

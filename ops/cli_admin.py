@@ -82,8 +82,32 @@ def _print_maintenance(command: str, result: Any) -> None:
             print(f"resumed job {job}: {left} remaining")
         if not result:
             print("no unfinished job needed resuming")
-    else:
-        emit_json(result)
+    elif command == "repair":
+        if not result["missing"]:
+            print("every current rendition's file is where it was written")
+            return
+        earlier = result["missing"] - result["found_now"]
+        print(
+            f"{result['missing']} renditions have lost their file and are not made again yet"
+            f" ({result['found_now']} found now, {earlier} earlier)"
+        )
+        for job in result["jobs"]:
+            print(f"planned job {job} to make them again")
+        for job in result["queued_in"]:
+            print(f"already queued in unfinished job {job}")
+        if result["collections"] and not result["jobs"] and not result["queued_in"]:
+            names = " ".join(result["collections"])
+            print(f"not planned again; to make them: imagecache regenerate {names}")
+    elif command == "evict":
+        for f in result["folders"]:
+            print(f"{f['path']}: evicted {f['evicted']} renditions, {human_bytes(f['bytes'])}")
+        if not result["folders"]:
+            print("no cache folder is over 95% of its capacity")
+    else:  # alerts
+        for alert in result:
+            print(f"ALERT {alert['message']}")
+        if not result:
+            print("no new alert: no job passed the failure-rate threshold since its last alert")
 
 
 def cmd_replay(app: App, args: argparse.Namespace) -> int:

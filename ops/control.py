@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 from actors.plan import id_messages_for, messages_for, plan_job
@@ -76,6 +77,29 @@ def remaining_images(app: App, job_id: str) -> list[str]:
     planned, done, _ = job_progress(app, job_id)
     sets = [done.get(kind, set()) for kind in kinds]
     return [i for i in planned if not all(i in s for s in sets)]
+
+
+def queued_images(app: App, collection_id: str, specs: Sequence[RenditionSpec]) -> dict[str, str]:
+    """Images that a queued or running job of the collection will still make in every one of
+    `specs` (same spec hash), each with that job's id: planning leaves them out.
+
+    An image whose document changed after that job was planned (a scan found new bytes, or
+    the job already failed it once) is not counted: the job would make it from what it knew."""
+    found: dict[str, str] = {}
+    marks: dict[str, int] | None = None
+    for doc in app.read.unfinished_jobs_of(collection_id):
+        hashes = doc.get("spec_hashes") or {}
+        if any(hashes.get(s.kind) != s.hash for s in specs):
+            continue
+        planned = app.events.by_key(f"job:{doc['_id']}:planned")
+        if planned is None:
+            continue
+        if marks is None:
+            marks = app.read.image_marks(collection_id)
+        for image in remaining_images(app, doc["_id"]):
+            if marks.get(image, 0) < planned.seq:
+                found.setdefault(image, doc["_id"])
+    return found
 
 
 def resend_remaining(app: App, job_id: str) -> int:

@@ -124,6 +124,11 @@ class EmbeddedServer:
         self._child: subprocess.Popen[bytes] | None = None
         self.uri = ""
 
+    @property
+    def owner(self) -> bool:
+        """Whether this process started the server (else it joined another process's)."""
+        return self._server is not None or self._child is not None
+
     def __enter__(self) -> EmbeddedServer:
         self._dir.mkdir(parents=True, exist_ok=True)
         if self._marker.exists():
@@ -205,8 +210,7 @@ class EmbeddedServer:
     def __exit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        owner = self._server is not None or self._child is not None
-        if owner:
+        if self.owner:
             with contextlib.suppress(OSError):
                 self._marker.unlink()
         if self._server is not None:

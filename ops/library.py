@@ -18,6 +18,7 @@ from domain.errors import InvalidInput, UnknownFolder
 from domain.ids import collection_id
 from domain.specs import KINDS, kinds_from_choice
 from domain.views import job_status
+from ops import control
 from ops.bootstrap import App
 
 log = logging.getLogger("imagecache.library")
@@ -196,6 +197,7 @@ def regenerate(
         collection_ids=ids, everything=everything, kinds=kinds_from_choice(kind),
         force=force, batch_size=app.settings.batch_size,
         quarantine_after=app.settings.quarantine_after,
+        queued=lambda cid, specs: control.queued_images(app, cid, specs),
     )  # fmt: skip
 
 

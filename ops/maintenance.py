@@ -214,14 +214,23 @@ def reconcile(app: App) -> dict[str, Any]:
 def repair_missing(app: App, *, replan: bool = True) -> dict[str, Any]:
     """Renditions whose file is gone are recorded deleted, and their collections re-planned."""
     app.projector.catch_up()
-    _record_missing(app)
+    found = _record_missing(app)
     lost = app.read.deleted_renditions("file_missing")
     collections = sorted({d["collection_id"] for d in lost})
     jobs: list[str] = []
+    queued_in: list[str] = []
     if replan and collections:
+        # Files an unfinished job will already make again are not planned a second time.
         bulk = library.regenerate(app, collections)
         jobs = [j.job_id for j in bulk.jobs]
-    return {"missing": len(lost), "collections": collections, "jobs": jobs}
+        queued_in = bulk.queued_in
+    return {
+        "missing": len(lost),  # lost and not made again yet, whenever they were found
+        "found_now": found,
+        "collections": collections,
+        "jobs": jobs,
+        "queued_in": queued_in,
+    }
 
 
 def enforce_capacity(
@@ -247,7 +256,9 @@ def enforce_capacity(
                 freed += int(doc["bytes"])
         log.warning("folder %s over %d%%: evicted %d renditions, %d bytes",
                     folder["path"], round(100 * high_water), evicted, freed)  # fmt: skip
-        report["folders"].append({"id": folder["_id"], "evicted": evicted, "bytes": freed})
+        report["folders"].append(
+            {"id": folder["_id"], "path": folder["path"], "evicted": evicted, "bytes": freed}
+        )
     app.projector.catch_up()
     return report
 

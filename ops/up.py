@@ -51,12 +51,18 @@ def run_up(app: App, paths: Sequence[str], *, as_json: bool, worker: bool) -> di
     planning = time.monotonic()
     bulk = library.regenerate(app, ids, kind="both")
     todo = sum(j.to_process for j in bulk.jobs)
-    _say(as_json, f"{bulk.images} images: {bulk.current} current, {todo} to process")
-    views = library.wait_for(
-        app, [j.job_id for j in bulk.jobs], progress=None if as_json else _progress_bar()
-    )
+    queued = f", {bulk.queued} queued in running jobs" if bulk.queued else ""
+    _say(as_json, f"{bulk.images} images: {bulk.current} current{queued}, {todo} to process")
+    # Images a running job (workers busy with it) will make were left out of the plan: wait
+    # for those jobs as well, and count what they do from now on.
+    others = [j for j in bulk.queued_in if j not in resumed]
+    before_others = {j: app.read.job(j) or {} for j in others}
+    own = [j.job_id for j in bulk.jobs]
+    views = library.wait_for(app, own + others, progress=None if as_json else _progress_bar())
+    finished_here += [_since(v, before_others[v["id"]]) for v in views if v["id"] in others]
+    views = [v for v in views if v["id"] not in before_others]
     generated = time.monotonic()  # every outcome in the log and projected
-    if not as_json and bulk.jobs:
+    if not as_json and (own or others):
         sys.stderr.write("\n")
     kinds = len(app.settings.specs)
     views = views + finished_here
@@ -73,6 +79,7 @@ def run_up(app: App, paths: Sequence[str], *, as_json: bool, worker: bool) -> di
         "resumed_jobs": len(resumed),
         "already_current": bulk.current,
         "quarantined": bulk.quarantined,
+        "queued": bulk.queued,
         "failed_by_class": _merge([v["failed_by_class"] for v in views]),
         "unreadable_collections": {r.collection_id: r.error for r in results if r.error},
     }

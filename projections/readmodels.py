@@ -57,6 +57,19 @@ class ReadModels:
             query["removed"] = False
         return list(self._c("images").find(query).sort("path", ASCENDING))
 
+    def image_marks(self, collection_id: str) -> dict[str, int]:
+        """By image, the position of the last event that changed its document (a scan that
+        found it new or changed, a failure): what an older plan may not have seen."""
+        docs = self._c("images").find({"collection_id": collection_id}, {"_seq": 1})
+        return {d["_id"]: int(d.get("_seq") or 0) for d in docs}
+
+    def unfinished_jobs_of(self, collection_id: str) -> list[Doc]:
+        """A collection's jobs that are queued or running (not paused, cancelled, finished)."""
+        docs = self._c("job_state").find(
+            {"collection_id": collection_id, "total": {"$exists": True}, "cancelled": {"$ne": True}}
+        )
+        return [d for d in docs if job_status(d) in ("queued", "running")]
+
     def plan_inputs(self, collection_id: str) -> PlanInputs:
         """A collection's readable images, current renditions and failures, from `plan_index`."""
         out = PlanInputs([], {}, {})

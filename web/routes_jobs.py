@@ -44,6 +44,11 @@ def _regenerate(call: Call, kind: str) -> Response:
         "bulk_id": bulk.bulk_id,
         "images": bulk.images,
         "current": bulk.current,
+        # Held back after repeated failures; already queued in unfinished jobs (named), which
+        # make them: a second request plans only what no job will make.
+        "quarantined": bulk.quarantined,
+        "queued": bulk.queued,
+        "queued_in": bulk.queued_in,
         "jobs": [j.__dict__ for j in bulk.jobs],
     }
     return JSON(body, status_code=202)

@@ -90,7 +90,13 @@ COMPONENTS: dict[str, Schema] = {
     "ImagePage": page("Image", "images"),
     "PlannedJob": obj(job_id=ID, collection_id=ID, images=INT, current=INT, to_process=INT),
     "BulkResult": obj(
-        bulk_id=ID, images=INT, current=INT, jobs={"type": "array", "items": ref("PlannedJob")}
+        bulk_id=ID,
+        images=INT,
+        current=INT,
+        quarantined=INT,
+        queued=INT,
+        queued_in={"type": "array", "items": ID},
+        jobs={"type": "array", "items": ref("PlannedJob")},
     ),
     "Job": obj(
         id=ID,

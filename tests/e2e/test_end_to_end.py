@@ -326,3 +326,68 @@ def test_regenerate_wait_says_how_its_jobs_ended(tmp_path: Path, embedded: Image
     assert ": paused (no_space: every cache folder is full" in done.stdout
     jobs = json.loads(embedded.run("jobs", "list", "--status", "paused", "--json").stdout)
     assert jobs["jobs"] and all(j["pause_reason"].startswith("no_space") for j in jobs["jobs"])
+
+
+def test_maintenance_commands_speak_plainly(tmp_path: Path, embedded: Imagecache) -> None:
+    # Given a generated library, one of whose cache files is then lost
+    lib = tmp_path / "library"
+    make_library(lib)
+    assert embedded.run("up", str(lib), "--no-serve").returncode == 0
+    (folder,) = json.loads(embedded.run("folders", "list", "--json").stdout)
+    lost = next(p for p in Path(folder["path"]).rglob("*") if p.is_file())
+    lost.unlink()
+
+    # When the maintenance tasks run from the command line, without --json
+    repair = embedded.run("repair")
+    again = embedded.run("repair")
+    alerts = embedded.run("alerts")
+    embedded.run("up", str(lib), "--no-serve")  # runs the repair's job: the folder is whole
+    assert embedded.run("folders", "change", folder["id"], "--capacity", "1").returncode == 0
+    evict = embedded.run("evict")
+    idle = embedded.run("evict")
+
+    # Then each says what it did in words, not JSON
+    for r in (repair, again, alerts, evict, idle):
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert "{" not in r.stdout, r.stdout
+    assert (
+        "1 renditions have lost their file and are not made again yet (1 found now, 0 earlier)"
+        in repair.stdout
+    )
+    (job,) = [ln.split()[2] for ln in repair.stdout.splitlines() if ln.startswith("planned job")]
+    # A second repair before that job ran plans nothing new: the job will make the file
+    assert "(0 found now, 1 earlier)" in again.stdout
+    assert f"already queued in unfinished job {job}" in again.stdout
+    assert "planned job" not in again.stdout
+    assert "no new alert" in alerts.stdout
+    files = len(list(Path(folder["path"]).rglob("*.*")))
+    assert files == 0 and f"{folder['path']}: evicted " in evict.stdout
+    assert "no cache folder is over 95% of its capacity" in idle.stdout
+
+
+def test_regenerate_wait_runs_the_job_an_earlier_regenerate_left(
+    tmp_path: Path, embedded: Imagecache
+) -> None:
+    # Given an embedded library with a job planned by a regenerate that did not wait for it
+    lib = tmp_path / "library"
+    make_library(lib)
+    embedded = Imagecache({**embedded.env, "IMAGECACHE_LIBRARY_ROOTS": str(lib)})
+    assert embedded.run("collections", "add", str(lib)).returncode == 0
+    planned = json.loads(embedded.run("regenerate", "--all", "--json").stdout)
+    first = [j["job_id"] for j in planned["jobs"]]
+    assert first and planned["queued"] == 0
+
+    # When the same request is made again, waiting
+    again = embedded.run("regenerate", "--all", "--wait", "--json")
+
+    # Then it plans nothing new: it runs the earlier jobs, which make every image once
+    assert again.returncode == 0, again.stderr[-2000:]
+    result = json.loads(again.stdout)
+    assert result["jobs"] == [] and sorted(result["queued_in"]) == sorted(first)
+    assert result["queued"] == sum(j["to_process"] for j in planned["jobs"])
+    final = {v["id"]: v for v in result["final"]}
+    assert set(final) == set(first)
+    for job in planned["jobs"]:
+        view = final[job["job_id"]]
+        assert view["status"] == "finished"
+        assert view["generated"] + view["failed"] == 2 * job["to_process"]

@@ -106,6 +106,26 @@ def test_force_keeps_every_image() -> None:
     assert (plan.todo, plan.current) == (images, 0)
 
 
+def test_images_an_unfinished_job_will_make_are_not_planned_again() -> None:
+    # Given a current image, and two missing ones of which one is queued in an unfinished job
+    fine, queued, missing = image(), image(), image()
+    renditions = current_renditions(fine)
+
+    # When they are planned, with and without force
+    plan = plan_images([fine, queued, missing], SPECS, renditions, queued={queued.image_id})
+    forced = plan_images([fine, queued], SPECS, renditions, force=True, queued={queued.image_id})
+
+    # Then only the missing one is left to do; force plans every image all the same
+    assert (plan.todo, plan.current, plan.queued) == ([missing], 1, 1)
+    assert (forced.todo, forced.queued) == ([fine, queued], 0)
+
+
+def test_a_current_image_counts_as_current_even_when_queued() -> None:
+    img = image()
+    plan = plan_images([img], SPECS, current_renditions(img), queued={img.image_id})
+    assert (plan.todo, plan.current, plan.queued) == ([], 1, 0)
+
+
 def test_pages_split_ids() -> None:
     ids = [rid() for _ in range(5)]
     assert pages(ids, 2) == [ids[0:2], ids[2:4], ids[4:5]]

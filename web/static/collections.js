@@ -48,9 +48,13 @@ async function regenerate(col, force) {
     return null;
   });
   if (!out) return;
-  notice(out.jobs.length
-    ? `planned ${out.jobs.length} job(s): ${out.jobs.reduce((n, j) => n + j.to_process, 0)} images to process`
-    : `nothing to do: all ${out.current} images are current`);
+  const parts = [];
+  if (out.jobs.length) {
+    parts.push(`planned ${out.jobs.length} job(s): ${out.jobs.reduce((n, j) => n + j.to_process, 0)} images to process`);
+  }
+  if (out.queued) parts.push(`${out.queued} images already queued in an unfinished job`);
+  if (out.quarantined) parts.push(`${out.quarantined} held back after repeated failures`);
+  notice(parts.length ? parts.join("; ") : `nothing to do: all ${out.current} images are current`);
 }
 
 async function loadGallery() {
