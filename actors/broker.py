@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import dramatiq
+import pymongo.errors
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import CurrentMessage
 
@@ -75,6 +76,11 @@ class Actors:
             self.generate_batch.send(message)
 
 
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    text = str(exc).split("\n", 1)[0].split(", Timeout:", 1)[0]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def declare(
     broker: dramatiq.Broker, generator: Callable[[], Generator], queue: str = QUEUE
 ) -> Actors:
@@ -84,7 +90,17 @@ def declare(
     def generate_batch(message: dict[str, Any]) -> None:
         current = CurrentMessage.get_current_message()
         retries = int(current.options.get("retries", 0)) if current else MAX_RETRIES
-        generator().run(message, final_attempt=retries >= MAX_RETRIES)
+        try:
+            generator().run(message, final_attempt=retries >= MAX_RETRIES)
+        except pymongo.errors.ConnectionFailure as exc:
+            # The database is away: one line, not dramatiq's traceback for every message.
+            # Retried with backoff; what is still undone when retries run out, recovery
+            # re-sends (the job's images are in the log, not in this message).
+            log.warning(
+                "job %s: the database is unreachable (%s); batch retried later (attempt %d)",
+                message.get("job_id"), _first_line(exc), retries + 1,
+            )  # fmt: skip
+            raise dramatiq.Retry(_first_line(exc)) from None
 
     decorate = dramatiq.actor(
         broker=broker,

@@ -464,16 +464,15 @@ def _bench(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    services = ("up", "serve", "worker", "scheduler")
     logging.basicConfig(
-        level=logging.DEBUG
-        if args.verbose
-        else logging.INFO
-        if args.command in ("up", "serve", "worker")
-        else logging.WARNING,
+        level=logging.INFO if args.verbose or args.command in services else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("dramatiq", "secantus"):
+    if args.verbose:  # our own debug lines; the libraries' (pymongo's every command) stay off
+        logging.getLogger("imagecache").setLevel(logging.DEBUG)
+    for noisy in ("dramatiq", "secantus", "pymongo", "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # pika logs every failed connection attempt with a traceback; we report them ourselves.
     logging.getLogger("pika").setLevel(logging.CRITICAL)

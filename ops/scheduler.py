@@ -56,11 +56,21 @@ def _guarded(name: str, task: Callable[[], Any]) -> Callable[[], None]:
     def run() -> None:
         try:
             result = task()
-            log.info("%s done: %s", name, _short(result))
         except Exception:
             log.exception("%s failed; it runs again at its next time", name)
+            return
+        # The frequent tasks mostly find nothing to do: say so only with -v.
+        level = logging.INFO if _did_something(result) else logging.DEBUG
+        log.log(level, "%s done: %s", name, _short(result))
 
     return run
+
+
+def _did_something(result: Any) -> bool:
+    """Whether a task's report holds anything: a count, a job, a folder, an alert."""
+    if isinstance(result, dict):
+        return any(_did_something(v) for v in result.values())
+    return bool(result)
 
 
 def _short(result: Any) -> str:

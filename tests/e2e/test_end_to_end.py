@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -341,6 +342,7 @@ def test_maintenance_commands_speak_plainly(tmp_path: Path, embedded: Imagecache
     repair = embedded.run("repair")
     again = embedded.run("repair")
     alerts = embedded.run("alerts")
+    verbose = embedded.run("-v", "folders", "list")
     embedded.run("up", str(lib), "--no-serve")  # runs the repair's job: the folder is whole
     assert embedded.run("folders", "change", folder["id"], "--capacity", "1").returncode == 0
     evict = embedded.run("evict")
@@ -360,6 +362,9 @@ def test_maintenance_commands_speak_plainly(tmp_path: Path, embedded: Imagecache
     assert f"already queued in unfinished job {job}" in again.stdout
     assert "planned job" not in again.stdout
     assert "no new alert" in alerts.stdout
+    # And -v adds our own lines, not every command pymongo sends (160 lines for this one)
+    assert verbose.returncode == 0 and "imagecache.embedded" in verbose.stderr
+    assert "pymongo" not in verbose.stderr and len(verbose.stderr.splitlines()) < 10
     files = len(list(Path(folder["path"]).rglob("*.*")))
     assert files == 0 and f"{folder['path']}: evicted " in evict.stdout
     assert "no cache folder is over 95% of its capacity" in idle.stdout
@@ -391,3 +396,51 @@ def test_regenerate_wait_runs_the_job_an_earlier_regenerate_left(
         view = final[job["job_id"]]
         assert view["status"] == "finished"
         assert view["generated"] + view["failed"] == 2 * job["to_process"]
+
+
+def test_the_scheduler_repairs_a_lost_file_once_and_stops_cleanly(
+    tmp_path: Path, distributed: Imagecache
+) -> None:
+    # Given a library generated through RabbitMQ, one of whose cache files is then lost
+    lib = tmp_path / "library"
+    make_library(lib)
+    worker = distributed.start("worker", "--threads", "2")
+    scheduler = None
+    try:
+        _summary(distributed.run("up", str(lib), "--no-serve", "--no-worker", "--json"))
+        jobs_before = json.loads(distributed.run("jobs", "list", "--json").stdout)["total"]
+        cache = tmp_path / "var" / "cache"
+        lost = next(p for p in sorted(cache.rglob("*.jpg")))
+        lost.unlink()
+
+        # When the scheduler runs, with repair every 2 s and the other tasks off but recover
+        every = {f"IMAGECACHE_{t}_EVERY": "0" for t in ("ALERTS", "CAPACITY", "RECONCILE")}
+        scheduler = Imagecache(
+            {
+                **distributed.env,
+                **every,
+                "IMAGECACHE_REPAIR_EVERY": "2",
+                "IMAGECACHE_CLEANUP_EVERY": "0",
+            }
+        ).start("scheduler")
+        deadline = time.monotonic() + 90
+        while not lost.exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(4.5)  # two more repairs, which find nothing
+    finally:
+        if scheduler is not None:
+            scheduler.send_signal(signal.SIGTERM)
+            log, _ = scheduler.communicate(timeout=30)
+        worker.send_signal(signal.SIGTERM)
+        worker.communicate(timeout=30)
+
+    # Then the workers made the file again, from one job: repairs while it ran planned no other
+    assert lost.exists()
+    jobs_after = json.loads(distributed.run("jobs", "list", "--json").stdout)["total"]
+    assert jobs_after == jobs_before + 1
+    # And the scheduler said what it runs and what it did, and stopped cleanly on SIGTERM
+    assert scheduler.returncode == 0, log[-3000:]
+    assert "imagecache.scheduler: repair every 2 s" in log
+    assert "imagecache.scheduler: alerts is off (IMAGECACHE_ALERTS_EVERY=0)" in log
+    assert log.count("repair done: {'missing': 1, 'found_now': 1") == 1, log[-3000:]
+    assert "Traceback" not in log
