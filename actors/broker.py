@@ -6,6 +6,8 @@ Actors are declared against a broker passed in, so nothing connects at import.
 from __future__ import annotations
 
 import logging
+import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -63,16 +65,56 @@ def make_broker(
     return broker
 
 
+class InFlight(dramatiq.Middleware):
+    """Per job, the messages this process sent and has not finished with (embedded mode).
+
+    A message is finished when it is processed, skipped, or failed for good; a retry keeps
+    it in flight. A job with none in flight, yet unfinished, is one that nothing here runs:
+    planned by another command, or left by a process that died."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count: Counter[str] = Counter()
+
+    def sent(self, message: dict[str, Any]) -> None:
+        with self._lock:
+            self._count[str(message.get("job_id"))] += 1
+
+    def busy(self, job_id: str) -> bool:
+        with self._lock:
+            return self._count[job_id] > 0
+
+    def after_process_message(
+        self, broker: dramatiq.Broker, message: Any, *, result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:  # fmt: skip
+        if exception is None or message.failed:
+            self._done(message)
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        self._done(message)
+
+    def _done(self, message: Any) -> None:
+        job = str(message.args[0].get("job_id")) if message.args else ""
+        with self._lock:
+            self._count[job] -= 1
+            if self._count[job] <= 0:
+                del self._count[job]
+
+
 @dataclass
 class Actors:
     """The declared actors and how to publish to them."""
 
     broker: dramatiq.Broker
     generate_batch: dramatiq.Actor[[dict[str, Any]], None]
+    in_flight: InFlight | None = None  # in process only: what this process still has to do
 
     def publish(self, messages: list[dict[str, Any]]) -> None:
         """Send generation messages, one per batch of images."""
         for message in messages:
+            if self.in_flight is not None:
+                self.in_flight.sent(message)  # before: a worker thread may finish it at once
             self.generate_batch.send(message)
 
 
@@ -111,7 +153,11 @@ def declare(
         max_backoff=60_000,
         time_limit=15 * 60 * 1000,
     )
-    return Actors(broker, decorate(generate_batch))
+    in_flight = None
+    if isinstance(broker, StubBroker):
+        in_flight = InFlight()
+        broker.add_middleware(in_flight)  # after Retries: it has marked a message failed
+    return Actors(broker, decorate(generate_batch), in_flight)
 
 
 def start_worker(broker: dramatiq.Broker, threads: int) -> dramatiq.Worker:

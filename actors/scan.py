@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -32,8 +32,13 @@ class ScanResult:
     error: str = ""  # the collection could not be read at all: it was left as it was
 
 
-def register(events: EventLog, path: str | Path, roots: Sequence[str]) -> list[str]:
-    """Register a collection, or every collection under a root; return their ids."""
+def register(
+    events: EventLog, path: str | Path, roots: Sequence[str], *, known: Container[str] = (),
+    removed: Mapping[str, str] | None = None,
+) -> list[str]:  # fmt: skip
+    """Register a collection, or every collection under a root; return their ids. Those in
+    `known` are returned without being registered again. A removed collection (`removed`:
+    id -> removal id) is left out, unless `path` is its own: that registers it again."""
     real, root = resolve_under_roots(path, roots)
     found: list[tuple[Path, str]]
     if real.is_file():
@@ -42,13 +47,16 @@ def register(events: EventLog, path: str | Path, roots: Sequence[str]) -> list[s
         found = [(real, "archive")]
     else:
         found = list(discover(real))
-    registered = [
-        ev.CollectionRegistered(
-            collection_id(str(p)), str(p), str(root), source, p.name if p != root else root.name
-        )
-        for p, source in found
-    ]
-    events.append_many(registered)
+    removed = removed or {}
+    registered = []
+    for p, source in found:
+        cid = collection_id(str(p))
+        again = removed.get(cid, "")
+        if cid in removed and p != real:
+            continue  # removed by the user: a scan of its root does not bring it back
+        name = p.name if p != root else root.name
+        registered.append(ev.CollectionRegistered(cid, str(p), str(root), source, name, again))
+    events.append_many([e for e in registered if e.collection_id not in known])
     return [e.collection_id for e in registered]
 
 
@@ -74,7 +82,10 @@ def scan(events: EventLog, read: ReadModels, cid: str, *, content_hash: bool = F
     except (InvalidInput, SourceMissing, OSError) as exc:
         # One unreadable archive or folder never stops the scan of the others; what was
         # known of it stays as it was (a disk that is away is not a removal).
-        message = f"{exc}; left as it was: fix or remove it, then scan again"
+        message = (
+            f"{exc}; left as it was: fix it and scan again, or stop caching it with"
+            f" `imagecache collections remove {cid}`"
+        )
         log.warning("cannot scan collection %s: %s", cid, message)
         return ScanResult(cid, 0, 0, 0, 0, 0, error=message)
     for m in members:

@@ -61,6 +61,7 @@ class CollectionRegistered(Event):
     root: str
     source: str  # "folder" | "archive"
     name: str
+    again_after: str = ""  # registered again after the removal of this id
 
     @property
     def stream(self) -> str:
@@ -68,7 +69,29 @@ class CollectionRegistered(Event):
 
     @property
     def key(self) -> str:
-        return f"collection:{self.collection_id}:registered"
+        again = f":{self.again_after}" if self.again_after else ""
+        return f"collection:{self.collection_id}:registered{again}"
+
+
+@dataclass(frozen=True)
+class CollectionRemoved(Event):
+    """A collection the user no longer wants cached (its folder or archive may be gone).
+    Its images are removed by a `CollectionScanned` appended with it; their renditions
+    are then what cleanup takes. Scans under its root leave it out; adding its exact path
+    registers it again."""
+
+    collection_id: str
+    removal_id: str
+    path: str
+    images: int
+
+    @property
+    def stream(self) -> str:
+        return f"collection:{self.collection_id}"
+
+    @property
+    def key(self) -> str:
+        return f"collection:{self.collection_id}:removed:{self.removal_id}"
 
 
 @dataclass(frozen=True)
@@ -391,6 +414,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         LibraryRootAdded,
         CollectionRegistered,
         CollectionScanned,
+        CollectionRemoved,
         CacheFolderAdded,
         CacheFolderChanged,
         CacheFolderRemoved,

@@ -26,12 +26,13 @@ PROJECTIONS: dict[str, tuple[str, ...]] = {
 }
 # A projection's version changes with the shape of its documents; the projector rebuilds a
 # projection stored at another version from the log (job_state 2: job_outcomes; collections
-# 2: plan_index, 3: images without their renditions' currency, which plan_index holds).
+# 2: plan_index, 3: images without their renditions' currency, which plan_index holds,
+# 4: collections that were removed carry `removed` and `removal_id`).
 PROJECTION_VERSIONS: dict[str, int] = {
     "job_state": 2,
     "folder_stats": 1,
     "renditions": 1,
-    "collections": 3,
+    "collections": 4,
 }
 TABLE_PROJECTION = {table: name for name, tables in PROJECTIONS.items() for table in tables}
 
@@ -110,6 +111,20 @@ def _registered(s: ev.StoredEvent) -> list[Change]:
             set={"path": e.path, "root": e.root, "source": e.source, "name": e.name},
             min={"registered_at": s.at},
             on_insert={"images": 0, "unsupported": 0},
+            unset={"removed", "removal_id", "removed_at"},
+        )
+    ]
+
+
+@_rule(ev.CollectionRemoved)
+def _collection_removed(s: ev.StoredEvent) -> list[Change]:
+    e = s.event
+    assert isinstance(e, ev.CollectionRemoved)
+    return [
+        Change(
+            "collections",
+            e.collection_id,
+            set={"removed": True, "removal_id": e.removal_id, "removed_at": s.at},
         )
     ]
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +27,10 @@ from projections.readmodels import ReadModels
 
 log = logging.getLogger("imagecache")
 
+RUNNER_LOCK = "runner.lock"
+PICKUP_EVERY = 2.0  # seconds: how soon the runner takes up a job another command planned
+PAUSED_EVERY = 60.0  # seconds: how often it looks whether a job paused for space can go on
+
 
 class SystemClock:
     def now(self) -> float:
@@ -45,9 +51,12 @@ class App:
     clock: SystemClock
     actors: Actors
     generator: Generator
-    # Embedded, and the database was started by another imagecache process of this data
-    # folder (`up` or `serve`), whose actors may be running jobs right now.
-    shared: bool = False
+    # Fully embedded (neither MONGODB_URI nor RABBITMQ_URL), one process of a data folder
+    # runs the actors: the runner, which holds `runner.lock` (flock: let go even on SIGKILL).
+    # It also picks up, every PICKUP_EVERY seconds, the unfinished jobs it has no message of:
+    # planned by another command, or left by a process that died. `picked_up`: its first.
+    picked_up: dict[str, int] = field(default_factory=dict)
+    _runner_lock: Any = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
     _workers: list[Any] = field(default_factory=list)
@@ -77,8 +86,52 @@ class App:
         t.start()
         self._threads.append(t)
 
-    def start_worker(self, threads: int | None = None) -> None:
-        """Run generation actors in this process; in embedded mode render on every core."""
+    @property
+    def embedded(self) -> bool:
+        """Neither MONGODB_URI nor RABBITMQ_URL: everything on this machine, in process."""
+        return self.settings.mongodb_uri is None and self.settings.rabbitmq_url is None
+
+    @property
+    def runner(self) -> bool:
+        """Whether this process runs the work of its data folder (embedded)."""
+        return self._runner_lock is not None
+
+    def runner_pid(self) -> int | None:
+        """The process that runs the actors of this data folder, if one does (embedded)."""
+        path = self.settings.data_dir / RUNNER_LOCK
+        try:
+            with open(path, "a+") as f:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    f.seek(0)
+                    return int(f.read().strip() or 0) or None
+                fcntl.flock(f, fcntl.LOCK_UN)
+        except (OSError, ValueError):
+            pass
+        return None
+
+    def _become_runner(self) -> bool:
+        f = open(self.settings.data_dir / RUNNER_LOCK, "a+")  # noqa: SIM115  (held open)
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            return False
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        self._runner_lock = f
+        return True
+
+    def start_worker(self, threads: int | None = None) -> bool:
+        """Run generation actors in this process; in embedded mode render on every core.
+
+        Embedded, only the runner of the data folder runs them: False when another process
+        is the runner (it runs what this one plans)."""
+        if self.embedded and self._runner_lock is None and not self._become_runner():
+            return False
         if threads is None and self.settings.rabbitmq_url is None and self._pool is None:
             processes = self.settings.worker_processes
             if processes > 1:
@@ -91,6 +144,41 @@ class App:
         self._workers.append(
             start_worker(self.actors.broker, threads or self.settings.worker_threads)
         )
+        if self.embedded and not any(t.name == "pickup" for t in self._threads):
+            self.projector.catch_up()
+            self.picked_up = self.pick_up()
+            t = threading.Thread(target=self._pick_up_forever, name="pickup", daemon=True)
+            t.start()
+            self._threads.append(t)
+        return True
+
+    def pick_up(self, *, paused: bool = True) -> dict[str, int]:
+        """Re-send what is left of the unfinished jobs this process has no message of (and,
+        with `paused`, resume jobs paused for lack of space if there is room again)."""
+        from ops.maintenance import resume_left
+
+        in_flight = self.actors.in_flight
+        assert in_flight is not None
+        resumed = resume_left(self, busy=lambda doc: in_flight.busy(doc["_id"]), paused=paused)
+        if any(resumed.values()):
+            log.info("picked up %d jobs: %d images left", len(resumed), sum(resumed.values()))
+        return resumed
+
+    def _pick_up_forever(self) -> None:
+        last_paused = time.monotonic()
+        while not self._stop.wait(PICKUP_EVERY):
+            # Paused jobs as seldom as the scheduler's recover: a folder that is just about
+            # full must not pause and resume a job every few seconds.
+            paused = time.monotonic() - last_paused >= PAUSED_EVERY
+            try:
+                self.pick_up(paused=paused)
+            except pymongo.errors.ConnectionFailure as exc:
+                log.warning("picking up unfinished jobs: the database is unreachable (%s)",
+                            str(exc).split(",", 1)[0])  # fmt: skip
+            except Exception:
+                log.warning("picking up unfinished jobs failed; trying again", exc_info=True)
+            if paused:
+                last_paused = time.monotonic()
 
     def close(self) -> None:
         self._stop.set()
@@ -100,6 +188,9 @@ class App:
             t.join(timeout=5)
         if self._pool is not None:
             self._pool.close()
+        if self._runner_lock is not None:
+            self._runner_lock.close()  # lets go of the flock
+            self._runner_lock = None
         self.actors.broker.close()
         self.client.close()
 
@@ -136,11 +227,9 @@ def bootstrap(settings: Settings, *, long_running: bool = False) -> Iterator[App
                 hint="set IMAGECACHE_DATA to a folder this user can write",
             ) from None
         uri = settings.mongodb_uri
-        shared = False
         if uri is None:
             server = EmbeddedServer(settings.data_dir, separate_process=long_running)
             uri = stack.enter_context(server).uri
-            shared = not server.owner
         client, db = connect(uri, settings.database)
         clock = SystemClock()
         events = MongoEventLog(db, clock)
@@ -161,9 +250,7 @@ def bootstrap(settings: Settings, *, long_running: bool = False) -> Iterator[App
             client.close()
             raise
         actors = declare(broker, lambda: generator, settings.queue)
-        app = App(
-            settings, client, db, events, read, projector, files, clock, actors, generator, shared
-        )
+        app = App(settings, client, db, events, read, projector, files, clock, actors, generator)
         try:
             yield app
         finally:

@@ -51,9 +51,14 @@ def cmd_up(app: App, args: argparse.Namespace) -> int:
 
 def cmd_serve(app: App, args: argparse.Namespace) -> int:
     _check_port(app.settings.host, args.port)
-    # Embedded, nothing else can run the work the API and page plan: run it here.
-    if args.worker or app.settings.rabbitmq_url is None:
-        app.start_worker()
+    # Embedded, nothing else can run the work the API and page plan: run it here, unless
+    # another process (an `up`, another `serve`) runs the work of this data folder.
+    if (args.worker or app.settings.rabbitmq_url is None) and not app.start_worker():
+        print(
+            f"the work of this data folder runs in imagecache process {app.runner_pid()};"
+            " this one serves the API and page",
+            flush=True,
+        )
     return _serve(app, args.port, started=False)
 
 
@@ -91,8 +96,19 @@ def _serve(app: App, port: int, *, started: bool) -> int:
                 yield
                 self._captured_signals.clear()  # stopped as asked: nothing to re-raise
 
+    schedule = None
+    if app.runner:
+        # Embedded, nothing else keeps the library and the cache folders right: this process
+        # runs the scheduler's tasks (recover: it takes up unfinished jobs anyway).
+        from ops.scheduler import start_schedule
+
+        schedule = start_schedule(app, os.environ, without={"recover"})
     config = uvicorn.Config(create_app(app), host=app.settings.host, port=port, log_level="warning")
-    Server(config).run()
+    try:
+        Server(config).run()
+    finally:
+        if schedule is not None:
+            schedule.shutdown(wait=True)
     return 0
 
 
@@ -148,6 +164,19 @@ def cmd_collections(app: App, args: argparse.Namespace) -> int:
             rows, ["collection_id", "images", "added", "changed", "removed", "unsupported"]
         )
         return 1 if any(r.error for r in results) else 0
+    elif args.action == "remove":
+        removed = library.remove_collection(app, args.id)
+        if args.json:
+            emit_json(removed)
+        else:
+            cancelled = len(removed["cancelled_jobs"])
+            print(
+                f"removed collection {removed['id']} ({removed['path']}): {removed['images']}"
+                f" images, {cancelled} unfinished jobs cancelled. Its cache files are orphans"
+                f" now: `imagecache cleanup` deletes them after {app.settings.orphan_days:g}"
+                " days (--older-than-days 0: now). Scans of its library root leave it out;"
+                " `imagecache collections add` of its path adds it again"
+            )
     elif args.action == "images":
         app.projector.catch_up()
         if app.read.collection(args.id) is None:
@@ -217,13 +246,15 @@ def cmd_folders(app: App, args: argparse.Namespace) -> int:
 
 
 def cmd_regenerate(app: App, args: argparse.Namespace) -> int:
-    embedded = app.settings.rabbitmq_url is None
-    if args.wait and embedded:
-        # Jobs an earlier command left unfinished are run here too (re-sent before planning,
-        # so that the new plan leaves their images to them), unless an `up` or `serve` of
-        # this data folder runs: then only those it has left quiet.
-        app.start_worker()
-        maintenance.recover(app, stale_after=app.settings.stale_after if app.shared else None)
+    in_process = app.settings.rabbitmq_url is None
+    runs_here = False
+    if args.wait and in_process:
+        # The runner re-sends what earlier commands left unfinished when it starts (before
+        # planning, so that the new plan leaves their images to those jobs). Another
+        # process may be the runner of this data folder: it then runs this plan too.
+        runs_here = app.start_worker()
+        if not app.embedded:
+            maintenance.recover(app)
     bulk = library.regenerate(
         app, args.collection or (), everything=args.all, kind=args.kind, force=args.force
     )
@@ -247,8 +278,19 @@ def cmd_regenerate(app: App, args: argparse.Namespace) -> int:
             f" {todo} to process, {len(bulk.jobs)} jobs"
         )
     waited = [j.job_id for j in bulk.jobs] + bulk.queued_in
+    if not args.wait and app.embedded and bulk.jobs and app.runner_pid() is None:
+        print(
+            "the jobs run when `imagecache up` or `imagecache serve` runs (or now, with"
+            " `regenerate --wait`)",
+            file=sys.stderr,
+        )
     if args.wait and waited:
-        if not embedded:
+        if in_process and not runs_here:
+            print(
+                f"waiting for imagecache process {app.runner_pid()} to run the jobs",
+                file=sys.stderr,
+            )
+        elif not in_process:
             print(
                 "waiting for the workers (`imagecache worker`) to run the jobs; Ctrl-C stops"
                 " waiting, not the jobs",
@@ -378,6 +420,10 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument(
         "--hash", action="store_true", help="also read and hash every image (finds in-place edits)"
     )
+    rm = csub.add_parser(
+        "remove", help="stop caching a collection (cleanup then deletes its cache files)"
+    )
+    rm.add_argument("id")
     images = csub.add_parser("images", help="a collection's images and their renditions")
     images.add_argument("id")
     for sp in csub.choices.values():

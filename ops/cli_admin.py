@@ -12,7 +12,7 @@ from typing import Any
 
 from domain.errors import InvalidInput
 from domain.projection import PROJECTIONS
-from ops import maintenance, replay
+from ops import library, maintenance, replay
 from ops.bootstrap import App
 from ops.output import emit_json, human_bytes, table
 
@@ -47,18 +47,40 @@ def cmd_maintenance(app: App, args: argparse.Namespace) -> int:
         result = maintenance.failure_alerts(
             app, threshold=s.alert_threshold, webhook=s.alert_webhook
         )
+    elif app.embedded:
+        result = _recover_embedded(app)
     else:
         # On RabbitMQ, workers may be busy with a job right now: by default only jobs quiet
-        # for IMAGECACHE_STALE_AFTER are re-sent. Embedded, nothing else runs: all of them.
+        # for IMAGECACHE_STALE_AFTER are re-sent. In process, nothing else runs: all of them.
         stale = args.stale_after
         if stale is None and s.rabbitmq_url is not None:
             stale = s.stale_after
         result = maintenance.recover(app, stale_after=stale)
+    if result is None:
+        return 0
     if args.json:
         emit_json(result)
     else:
         _print_maintenance(args.command, result)
     return 0
+
+
+def _recover_embedded(app: App) -> dict[str, int] | None:
+    """Embedded, the runner of the data folder re-sends what is left as it starts, and takes
+    up every unfinished job it has no message of: become it and run them, or leave them to
+    the process that is."""
+    maintenance.remove_partials(app)
+    if not app.start_worker():
+        print(
+            f"imagecache process {app.runner_pid()} runs the work of this data folder: it takes"
+            " up unfinished jobs within seconds",
+            file=sys.stderr,
+        )
+        return None
+    resumed = dict(app.picked_up)
+    if resumed:
+        library.wait_for(app, list(resumed))
+    return resumed
 
 
 def _print_maintenance(command: str, result: Any) -> None:

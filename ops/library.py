@@ -14,7 +14,7 @@ import pymongo.errors
 
 from actors import plan, scan
 from domain import events as ev
-from domain.errors import InvalidInput, UnknownFolder
+from domain.errors import ImageCacheError, InvalidInput, UnknownCollection, UnknownFolder
 from domain.ids import collection_id
 from domain.specs import KINDS, kinds_from_choice
 from domain.views import job_status
@@ -65,8 +65,45 @@ def _overlaps(a: Path, b: Path) -> bool:
 
 
 def add_collections(app: App, path: str | Path) -> list[str]:
-    """Register the collection at `path` (or every collection under it)."""
-    return scan.register(app.events, path, library_roots(app))
+    """Register the collection at `path` (or every collection under it, but those removed)."""
+    app.projector.catch_up()
+    return scan.register(
+        app.events, path, library_roots(app), removed=app.read.removed_collections()
+    )
+
+
+def remove_collection(app: App, cid: str) -> dict[str, Any]:
+    """Stop caching a collection: cancel its jobs, remove its images (their renditions are
+    then orphans that cleanup deletes), and leave it out of scans under its root."""
+    app.projector.catch_up()
+    doc = app.read.collection(cid)
+    if doc is None:
+        raise UnknownCollection(f"no collection {cid}")
+    cancelled = []
+    for job in app.read.jobs_of_collection(cid):
+        if job_status(job) not in ("finished", "cancelled"):
+            app.events.append(ev.JobCancelled(job["_id"], uuid.uuid4().hex, "collection removed"))
+            cancelled.append(job["_id"])
+    docs = app.read.images_of(cid)
+    supported = [d["_id"] for d in docs if d.get("supported", True)]
+    unsupported = [d["_id"] for d in docs if not d.get("supported", True)]
+    removal = uuid.uuid4().hex
+    app.events.append_many(
+        [
+            ev.CollectionScanned(
+                cid, removal, 0, 1, removed=supported, unsupported_removed=unsupported
+            ),
+            ev.CollectionRemoved(cid, removal, str(doc["path"]), len(supported)),
+        ]
+    )
+    app.projector.catch_up()
+    return {
+        "id": cid,
+        "path": doc["path"],
+        "images": len(supported),
+        "unsupported": len(unsupported),
+        "cancelled_jobs": cancelled,
+    }
 
 
 def scan_collections(
@@ -84,6 +121,44 @@ def scan_problems(results: Sequence[scan.ScanResult]) -> list[str]:
     lines = [f"collection {r.collection_id}: {r.error}" for r in results if r.error]
     lines += [f"collection {r.collection_id}: {line}" for r in results for line in r.refused]
     return lines
+
+
+def refresh(app: App) -> dict[str, Any]:
+    """Keep up with the library, as `up` does without waiting or serving (the scheduler's
+    `scan` task): register collections new under the roots, scan every collection, and
+    plan what is missing or stale (never what a job still has queued)."""
+    app.projector.catch_up()
+    known = {c["_id"] for c in app.read.collections()}
+    roots = library_roots(app)
+    problems: list[str] = []
+    removed = app.read.removed_collections()
+    for root in dict.fromkeys(roots):
+        try:
+            scan.register(app.events, root, roots, known=known, removed=removed)
+        except ImageCacheError as exc:
+            problems.append(f"library root {root}: {exc}")
+    app.projector.catch_up()
+    ids = [c["_id"] for c in app.read.collections()]
+    results = scan_collections(app, ids)
+    report: dict[str, Any] = {
+        "collections": len(ids),
+        "new_collections": len(set(ids) - known),
+        **{k: sum(getattr(r, k) for r in results) for k in ("added", "changed", "removed")},
+        "jobs": [],
+        "to_process": 0,
+        "queued": 0,
+        "problems": problems + scan_problems(results),
+    }
+    if ids:
+        bulk = regenerate(app, ids)
+        report.update(
+            jobs=[j.job_id for j in bulk.jobs],
+            to_process=sum(j.to_process for j in bulk.jobs),
+            queued=bulk.queued,
+        )
+    for line in report["problems"]:
+        log.warning("scan: %s", line)
+    return report
 
 
 def folder_id(path: str) -> str:

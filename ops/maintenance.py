@@ -9,7 +9,7 @@ import json
 import logging
 import re
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -324,19 +324,29 @@ def recover(app: App, *, stale_after: float | None = None) -> dict[str, int]:
     app.projector.catch_up()
     remove_partials(app)
     now = app.clock.now()
+
+    def busy(doc: dict[str, Any]) -> bool:
+        last = max(doc.get("heartbeat_at") or 0, doc.get("last_progress_at") or 0,
+                   doc.get("planned_at") or 0)  # fmt: skip
+        return stale_after is not None and now - last < stale_after
+
+    return resume_left(app, busy=busy)
+
+
+def resume_left(
+    app: App, *, busy: Callable[[dict[str, Any]], bool], paused: bool = True
+) -> dict[str, int]:
+    """Re-send what is left of each unfinished job that is not `busy`, and (with `paused`)
+    resume the jobs paused for lack of space once some is free; by job, the images left."""
     resumed: dict[str, int] = {}
-    if _has_room(app):
+    if paused and _has_room(app):
         for doc in app.read.paused_jobs():
             if str(doc.get("pause_reason") or "").startswith("no_space"):
                 log.info("job %s was paused for lack of space; space is free again", doc["_id"])
                 control.resume(app, doc["_id"], "space freed")
                 resumed[doc["_id"]] = len(control.remaining_images(app, doc["_id"]))
     for doc in app.read.unfinished_jobs():
-        if job_status(doc) not in ("queued", "running") or doc["_id"] in resumed:
-            continue
-        last = max(doc.get("heartbeat_at") or 0, doc.get("last_progress_at") or 0,
-                   doc.get("planned_at") or 0)  # fmt: skip
-        if stale_after is not None and now - last < stale_after:
+        if job_status(doc) not in ("queued", "running") or doc["_id"] in resumed or busy(doc):
             continue
         resumed[doc["_id"]] = control.resend_remaining(app, doc["_id"])
     return resumed

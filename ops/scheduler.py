@@ -10,18 +10,23 @@ Each task is also a CLI command; schedules and thresholds are settings:
 | statistics reconciliation | IMAGECACHE_RECONCILE_EVERY | 3600 |
 | missing-file repair | IMAGECACHE_REPAIR_EVERY | 86400 |
 | orphan cleanup | IMAGECACHE_CLEANUP_EVERY | 86400 |
+| scan the library, plan what changed | IMAGECACHE_SCAN_EVERY | 3600 |
+
+Embedded (no MONGODB_URI, no RABBITMQ_URL), the process that runs the work (`up` while it
+serves, `serve`) runs these tasks itself, but for recover: it takes up unfinished jobs
+every few seconds anyway. No scheduler process is needed there.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from ops import maintenance
+from ops import library, maintenance
 from ops.bootstrap import App
 from ops.settings import env_int
 
@@ -34,6 +39,7 @@ DEFAULTS = {
     "reconcile": 3600,
     "repair": 86_400,
     "cleanup": 86_400,
+    "scan": 3600,
 }
 
 
@@ -49,6 +55,7 @@ def tasks(app: App) -> dict[str, Callable[[], Any]]:
         "reconcile": lambda: maintenance.reconcile(app),
         "repair": lambda: maintenance.repair_missing(app),
         "cleanup": lambda: maintenance.cleanup(app, dry_run=False, older_than_days=s.orphan_days),
+        "scan": lambda: library.refresh(app),
     }
 
 
@@ -78,10 +85,14 @@ def _short(result: Any) -> str:
     return text if len(text) < 300 else text[:297] + "..."
 
 
-def run_scheduler(app: App, env: Mapping[str, str], stop: threading.Event) -> int:
-    """Run every task on its interval until `stop` is set."""
+def start_schedule(
+    app: App, env: Mapping[str, str], *, without: Container[str] = ()
+) -> BackgroundScheduler:
+    """Start every task (but those named in `without`) on its interval, in the background."""
     scheduler = BackgroundScheduler()
     for name, task in tasks(app).items():
+        if name in without:
+            continue
         every = env_int(env, f"IMAGECACHE_{name.upper()}_EVERY", DEFAULTS[name], lo=0)
         if every <= 0:
             log.info("%s is off (IMAGECACHE_%s_EVERY=0)", name, name.upper())
@@ -91,8 +102,14 @@ def run_scheduler(app: App, env: Mapping[str, str], stop: threading.Event) -> in
             max_instances=1, coalesce=True,
         )  # fmt: skip
         log.info("%s every %d s", name, every)
-    app.start_projector()
     scheduler.start()
+    return scheduler
+
+
+def run_scheduler(app: App, env: Mapping[str, str], stop: threading.Event) -> int:
+    """Run every task on its interval until `stop` is set."""
+    app.start_projector()
+    scheduler = start_schedule(app, env)
     try:
         stop.wait()
     finally:

@@ -19,11 +19,19 @@ def run_up(app: App, paths: Sequence[str], *, as_json: bool, worker: bool) -> di
     """Everything `up` does before serving; returns the summary."""
     started = time.monotonic()
     library.ensure_default_folder(app)
-    if worker:
-        app.start_worker()
+    runs_here = app.start_worker() if worker else False
     # Finish what an interrupted run left first, so it is neither lost nor planned twice.
-    embedded = app.settings.rabbitmq_url is None
-    resumed = maintenance.recover(app, stale_after=None if embedded else app.settings.stale_after)
+    if app.embedded:
+        # The runner of this data folder re-sends what was left when it starts: this process
+        # if it became the runner, else the one that is (its jobs: queued_in, below).
+        if not runs_here:
+            _say(as_json, f"the work runs in imagecache process {app.runner_pid()}")
+        resumed = dict(app.picked_up)
+    else:
+        in_process = app.settings.rabbitmq_url is None
+        resumed = maintenance.recover(
+            app, stale_after=None if in_process else app.settings.stale_after
+        )
     finished_here: list[dict[str, Any]] = []  # what this run added to the resumed jobs
     if resumed:
         _say(

@@ -13,6 +13,8 @@ from domain.planning import PlanInputs, SourceImage
 from domain.projection import rendition_doc_id, unpack, unpack_currency
 from domain.views import folder_view, job_status, job_view
 
+LIVE: Doc = {"removed": {"$ne": True}}  # collections not removed
+
 
 def source_image(doc: Doc) -> SourceImage:
     """An `images` document as the planner and the workers see it."""
@@ -45,11 +47,18 @@ class ReadModels:
     # -- collections and images ---------------------------------------------------
 
     def collections(self) -> list[Doc]:
-        return list(self._c("collections").find({}).sort("path", ASCENDING))
+        """The registered collections (not those removed), by path."""
+        return list(self._c("collections").find(LIVE).sort("path", ASCENDING))
 
-    def collection(self, collection_id: str) -> Doc | None:
-        doc: Doc | None = self._c("collections").find_one({"_id": collection_id})
+    def collection(self, collection_id: str, *, include_removed: bool = False) -> Doc | None:
+        query = {"_id": collection_id} if include_removed else {"_id": collection_id, **LIVE}
+        doc: Doc | None = self._c("collections").find_one(query)
         return doc
+
+    def removed_collections(self) -> dict[str, str]:
+        """Removed collections, each with the id of its removal."""
+        docs = self._c("collections").find({"removed": True}, {"removal_id": 1})
+        return {d["_id"]: str(d.get("removal_id") or "") for d in docs}
 
     def images_of(self, collection_id: str, *, include_removed: bool = False) -> list[Doc]:
         query: Doc = {"collection_id": collection_id}
@@ -62,6 +71,11 @@ class ReadModels:
         found it new or changed, a failure): what an older plan may not have seen."""
         docs = self._c("images").find({"collection_id": collection_id}, {"_seq": 1})
         return {d["_id"]: int(d.get("_seq") or 0) for d in docs}
+
+    def jobs_of_collection(self, collection_id: str) -> list[Doc]:
+        """A collection's jobs that are not cancelled (their job_state documents)."""
+        query = {"collection_id": collection_id, "total": {"$exists": True}}
+        return list(self._c("job_state").find({**query, "cancelled": {"$ne": True}}))
 
     def unfinished_jobs_of(self, collection_id: str) -> list[Doc]:
         """A collection's jobs that are queued or running (not paused, cancelled, finished)."""
@@ -228,8 +242,8 @@ class ReadModels:
 
     def collections_page(self, offset: int, limit: int) -> tuple[list[Doc], int]:
         """Collections by path; returns (page, total)."""
-        total = int(self._c("collections").count_documents({}))
-        cursor = self._c("collections").find({}).sort("path", ASCENDING).skip(offset).limit(limit)
+        total = int(self._c("collections").count_documents(LIVE))
+        cursor = self._c("collections").find(LIVE).sort("path", ASCENDING).skip(offset).limit(limit)
         return list(cursor), total
 
     def image_order(self, collection_id: str) -> list[tuple[str, str]]:

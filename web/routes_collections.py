@@ -92,6 +92,12 @@ def _scan(call: Call) -> Response:
     return JSON(result.__dict__)
 
 
+def _remove(call: Call) -> Response:
+    removed = library.remove_collection(call.app, call.path["collection_id"])
+    call.state["jobs"].changed()
+    return JSON(removed)
+
+
 def _images(call: Call) -> Response:
     q = call.query
     ids = call.state["images"].ids(call.path["collection_id"])
@@ -143,6 +149,17 @@ ENDPOINTS = [
         "collections",
         params=(CID,),
         responses=_ok("ScanResult"),
+        errors=(400, 404),
+    ),
+    Endpoint(
+        "DELETE",
+        BASE + "/{collection_id}",
+        _remove,
+        "Stop caching a collection: cancel its jobs, remove its images (cleanup then takes"
+        " their renditions); scans of its root leave it out, registering its path adds it again",
+        "collections",
+        params=(CID,),
+        responses=_ok("CollectionRemoved"),
         errors=(400, 404),
     ),
     Endpoint(

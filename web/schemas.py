@@ -71,6 +71,13 @@ COMPONENTS: dict[str, Schema] = {
         unsupported=INT,
         error=STR,
     ),
+    "CollectionRemoved": obj(
+        id=ID,
+        path=STR,
+        images=INT,
+        unsupported=INT,
+        cancelled_jobs={"type": "array", "items": ID},
+    ),
     "Registered": obj(collections={"type": "array", "items": ref("ScanResult")}),
     "RenditionStatus": {
         **loose(

@@ -274,12 +274,24 @@ def test_an_unreadable_archive_is_reported_and_the_rest_of_the_library_processed
     summary = json.loads(done.stdout)
     assert summary["generated"] == 12 and summary["failed"] == 0
     (error,) = summary["unreadable_collections"].values()
-    assert "broken.cbz is not a readable ZIP archive" in error and "fix or remove it" in error
+    assert (
+        "broken.cbz is not a readable ZIP archive" in error
+        and "imagecache collections remove" in error
+    )
     assert "broken.cbz is not a readable ZIP archive" in done.stderr
     # And a scan says so too, exits 1, and still scans the other collection
     assert scan.returncode == 1 and "not a readable ZIP archive" in scan.stderr
     assert "Traceback" not in scan.stderr + done.stderr
     assert len(scan.stdout.strip().splitlines()) >= 3  # header + both collections
+
+    # And once the user removes that collection, up and scans leave it out
+    (broken_id,) = summary["unreadable_collections"]
+    removed = embedded.run("collections", "remove", broken_id)
+    again = embedded.run("up", str(lib), "--no-serve", "--json")
+    rescan = embedded.run("collections", "scan")
+    assert removed.returncode == 0 and f"removed collection {broken_id}" in removed.stdout
+    assert again.returncode == 0 and json.loads(again.stdout)["unreadable_collections"] == {}
+    assert rescan.returncode == 0, rescan.stderr[-2000:]
 
 
 def test_embedded_up_killed_mid_job_resumes_only_what_is_left(

@@ -444,3 +444,72 @@ def test_the_scheduler_repairs_a_lost_file_once_and_stops_cleanly(
     assert "imagecache.scheduler: alerts is off (IMAGECACHE_ALERTS_EVERY=0)" in log
     assert log.count("repair done: {'missing': 1, 'found_now': 1") == 1, log[-3000:]
     assert "Traceback" not in log
+
+
+def test_commands_beside_an_embedded_serve_leave_the_work_to_it(
+    tmp_path: Path, embedded: Imagecache
+) -> None:
+    import socket
+
+    # Given a generated library and an embedded serve: the runner of this data folder
+    lib = tmp_path / "library"
+    make_library(lib)
+    assert embedded.run("up", str(lib), "--no-serve").returncode == 0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = Imagecache({**embedded.env, "IMAGECACHE_SCAN_EVERY": "3"}).start(
+        "serve", "--port", str(port)
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "var" / "embedded.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.0)  # serve has its worker once it printed; the CLI finds its database
+
+        # When another command plans work without waiting, one waits, and one recovers
+        planned = json.loads(embedded.run("regenerate", "--all", "--force", "--json").stdout)
+        waited = embedded.run("regenerate", "--all", "--force", "--wait")
+        recover = embedded.run("recover")
+        jobs = [j["job_id"] for j in planned["jobs"]]
+        views: dict[str, str] = {}
+        while time.monotonic() < deadline and set(views.values()) != {"finished"}:
+            listed = json.loads(embedded.run("jobs", "list", "--json").stdout)["jobs"]
+            views = {j["id"]: j["status"] for j in listed if j["id"] in jobs}
+            time.sleep(0.5)
+
+        # And when a new album appears in the library while serve runs
+        album = lib / "new-album"
+        album.mkdir()
+        for i in range(3):
+            Image.new("RGB", (640, 480), (10, 40 * i, 200)).save(album / f"n{i}.jpg")
+        found: list[dict[str, object]] = []
+        while time.monotonic() < deadline + 30 and not found:
+            listed = json.loads(embedded.run("collections", "list", "--json").stdout)
+            found = [c for c in listed if c["path"] == str(album) and c["images"] == 3]
+            time.sleep(0.5)
+        assert found, "serve's scan task did not find the new album"
+        images: list[dict[str, object]] = []
+        while time.monotonic() < deadline + 60:
+            shown = embedded.run("collections", "images", str(found[0]["id"]), "--json")
+            images = json.loads(shown.stdout)
+            statuses = {str(r["status"]) for i in images for r in i["renditions"].values()}  # type: ignore[attr-defined]
+            if statuses == {"current"}:
+                break
+            time.sleep(0.5)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        out, _ = server.communicate(timeout=60)
+
+    # Then serve ran them all: the first command's jobs (its messages never left it), and the
+    # second's, which waited for serve, saying so
+    assert len(views) == len(jobs) > 0 and set(views.values()) == {"finished"}, views
+    assert waited.returncode == 0, waited.stderr[-2000:]
+    assert "waiting for imagecache process " in waited.stderr
+    assert waited.stdout.count(": finished:") == len(jobs)
+    assert recover.returncode == 0 and "runs the work of this data folder" in recover.stderr
+    assert server.returncode == 0, out[-3000:]
+    assert "picked up" in out
+    # And serve ran the scan task itself, which made the new album's renditions
+    assert "imagecache.scheduler: scan every 3 s" in out
+    assert len(images) == 3 and statuses == {"current"}, images

@@ -9,12 +9,23 @@ import pymongo
 import pytest
 from PIL import Image
 
-from ops import library, maintenance
-from ops.bootstrap import bootstrap
+from ops import library, maintenance, replay
+from ops.bootstrap import App, bootstrap
 from ops.settings import Settings
 from tests.integration.test_maintenance import _env, _library
 
 pytestmark = pytest.mark.integration
+
+
+def _generated(app: App, lib: Path) -> list[str]:
+    """Register the library, generate everything with a worker; return the collection ids."""
+    app.start_worker(2)
+    library.ensure_default_folder(app)
+    library.add_root(app, lib)
+    ids = library.add_collections(app, lib)
+    library.scan_collections(app, ids)
+    library.wait_for(app, [j.job_id for j in library.regenerate(app, ids).jobs], timeout=120)
+    return ids
 
 
 def test_a_second_request_leaves_queued_images_to_the_job_that_has_them(
@@ -69,12 +80,7 @@ def test_repair_twice_before_its_job_ran_plans_one_job(tmp_path: Path, mongodb_u
     env = _env(tmp_path, mongodb_uri)
     lib = _library(tmp_path / "lib", good=3, corrupt=0)
     with bootstrap(Settings.from_env(env)) as app:
-        app.start_worker(1)
-        library.ensure_default_folder(app)
-        library.add_root(app, lib)
-        ids = library.add_collections(app, lib)
-        library.scan_collections(app, ids)
-        library.wait_for(app, [j.job_id for j in library.regenerate(app, ids).jobs], timeout=120)
+        _generated(app, lib)
         (folder,) = app.read.folder_docs()
     next(p for p in Path(folder["path"]).rglob("*.*") if p.is_file()).unlink()
 
@@ -87,4 +93,86 @@ def test_repair_twice_before_its_job_ran_plans_one_job(tmp_path: Path, mongodb_u
     assert (first["found_now"], first["missing"], len(first["jobs"])) == (1, 1, 1)
     assert (second["found_now"], second["missing"], second["jobs"]) == (0, 1, [])
     assert second["queued_in"] == first["jobs"]
+    pymongo.MongoClient(mongodb_uri).drop_database(env["IMAGECACHE_DB"])
+
+
+def test_the_scan_task_keeps_up_with_the_library(tmp_path: Path, mongodb_uri: str) -> None:
+    # Given a generated library
+    env = _env(tmp_path, mongodb_uri)
+    lib = _library(tmp_path / "lib", good=4, corrupt=0)
+    with bootstrap(Settings.from_env(env)) as app:
+        _generated(app, lib)
+        events_before = app.events.head()
+        idle = library.refresh(app)
+        registered_again = [
+            s for s in app.events.read(events_before, 10_000) if s.type == "CollectionRegistered"
+        ]
+
+    # When a new album appears, one image changes and one goes, and the scan task runs twice
+    # (the second time before any worker ran the first one's jobs)
+    new = lib / "new-album"
+    new.mkdir()
+    for i in range(3):
+        Image.new("RGB", (640, 480), (10, 20 * i, 200)).save(new / f"n{i}.jpg")
+    Image.new("RGB", (700, 500), (250, 10, 10)).save(lib / "album" / "g01.jpg")
+    os.utime(lib / "album" / "g01.jpg", (1_800_000_000, 1_800_000_000))
+    (lib / "album" / "g02.jpg").unlink()
+    with bootstrap(Settings.from_env(env)) as app:
+        first = library.refresh(app)
+        second = library.refresh(app)
+
+    # Then nothing was planned or registered again while the library stood still
+    assert (idle["collections"], idle["new_collections"], idle["to_process"]) == (1, 0, 0)
+    assert registered_again == []
+    # And the first run found the new album and every change, and planned exactly those
+    assert (first["collections"], first["new_collections"]) == (2, 1)
+    assert (first["added"], first["changed"], first["removed"]) == (3, 1, 1)
+    assert (first["to_process"], len(first["jobs"]), first["problems"]) == (4, 2, [])
+    # And the second left them to the first one's jobs
+    assert (second["to_process"], second["jobs"], second["queued"]) == (0, [], 4)
+    pymongo.MongoClient(mongodb_uri).drop_database(env["IMAGECACHE_DB"])
+
+
+def test_a_removed_collection_is_left_out_until_its_path_is_added_again(
+    tmp_path: Path, mongodb_uri: str
+) -> None:
+    # Given two generated albums, and a job of the first still queued (no worker runs it)
+    env = _env(tmp_path, mongodb_uri)
+    lib = _library(tmp_path / "lib", good=3, corrupt=0)
+    other = lib / "other"
+    other.mkdir()
+    Image.new("RGB", (640, 480), (1, 2, 3)).save(other / "o.jpg")
+    with bootstrap(Settings.from_env(env)) as app:
+        ids = _generated(app, lib)
+    album = next(c for c in ids if c != library.folder_id(str(other)))
+    with bootstrap(Settings.from_env(env)) as app:
+        (queued,) = library.regenerate(app, [album], force=True).jobs
+
+        # When the album is removed, then the library is scanned and planned again
+        removed = library.remove_collection(app, album)
+        refreshed = library.refresh(app)
+        up_again = library.add_collections(app, lib)  # what `up LIBRARY` does
+        cleaned = maintenance.cleanup(app, dry_run=False, older_than_days=0)
+        listed = [c["_id"] for c in app.read.collections()]
+        job = app.read.job(queued.job_id)
+
+        # Then its job is cancelled, its images are gone, and scans leave it out
+        assert (removed["images"], removed["cancelled_jobs"]) == (3, [queued.job_id])
+        assert job is not None and job["status"] == "cancelled"
+        assert album not in listed and album not in up_again and refreshed["collections"] == 1
+        assert refreshed["to_process"] == 0 and refreshed["problems"] == []
+        # And cleanup deleted its six cache files, and nothing of the other album
+        (folder,) = cleaned["folders"]
+        assert folder["files"] == 6 and folder["by_reason"] == {"source_removed": 6}
+
+        # When its path is added again
+        again = library.add_collections(app, lib / "album")
+        library.scan_collections(app, again)
+        bulk = library.regenerate(app, again)
+
+        # Then it is back, with its three images to make again
+        assert again == [album] and album in [c["_id"] for c in app.read.collections()]
+        assert [j.to_process for j in bulk.jobs] == [3]
+        _, diffs = replay.verify(app)
+        assert diffs == [], diffs[:5]
     pymongo.MongoClient(mongodb_uri).drop_database(env["IMAGECACHE_DB"])

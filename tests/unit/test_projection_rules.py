@@ -336,6 +336,27 @@ def test_collection_and_images_follow_scans() -> None:
     assert models["images"][c]["removed"] is False
 
 
+def test_a_removed_collection_is_marked_until_registered_again() -> None:
+    # Given a registered collection, removed by the user
+    coll, removal = rid(), rid()
+    history = History().add(
+        ev.CollectionRegistered(coll, "/lib/x", "/lib", "folder", "x"),
+        ev.CollectionRemoved(coll, removal, "/lib/x", 0),
+    )
+    removed = history.models()["collections"][coll]
+
+    # When its path is registered again
+    again = ev.CollectionRegistered(coll, "/lib/x", "/lib", "folder", "x", again_after=removal)
+    history.add(again)
+    back = history.models()["collections"][coll]
+
+    # Then it was marked removed, with the removal, and is plain again; the second
+    # registration has a key of its own (the first one's would be taken as a duplicate)
+    assert (removed["removed"], removed["removal_id"]) == (True, removal)
+    assert "removed" not in back and "removal_id" not in back and "removed_at" not in back
+    assert again.key != ev.CollectionRegistered(coll, "/lib/x", "/lib", "folder", "x").key
+
+
 def test_fold_can_be_limited_to_some_tables() -> None:
     # Given events touching several read models
     folder, coll = rid(), rid()
@@ -401,7 +422,7 @@ def samples() -> list[ev.Event]:
     job, coll, folder, image = rid(), rid(), rid(), rid()
     return [
         ev.LibraryRootAdded("/lib"),
-        ev.CollectionRegistered(coll, "/lib/x", "/lib", "archive", "x.cbz"),
+        ev.CollectionRegistered(coll, "/lib/x", "/lib", "archive", "x.cbz", again_after=rid()),
         ev.CollectionScanned(
             coll,
             rid(),
@@ -413,6 +434,7 @@ def samples() -> list[ev.Event]:
             unsupported=[[rid(), "c.txt"]],
             unsupported_removed=[rid()],
         ),
+        ev.CollectionRemoved(coll, rid(), "/lib/x", 7),
         ev.CacheFolderAdded(folder, "/cache", 1 << 30, 3),
         ev.CacheFolderChanged(folder, rid(), 1 << 31, 4),
         ev.CacheFolderRemoved(folder),

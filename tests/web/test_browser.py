@@ -175,3 +175,24 @@ def test_failures_by_class_and_cleanup_dry_run(live: tuple[Site, LiveServer], pa
         page.locator("#cleanup-dry-run").click()
         page.locator("#cleanup-result h2", has_text="dry run").wait_for()
         shot(page, "cleanup-dry-run")
+
+
+def test_a_collection_is_removed_from_the_page(live: tuple[Site, LiveServer], page: Any) -> None:
+    site, server = live
+    from tests.web.conftest import populate
+
+    ids = populate(site)
+    sign_in(page, server.url)
+    page.locator("#tab-collections").click()
+    first = page.locator("#collections li[data-collection]").first
+    first.wait_for()
+    gone = first.get_attribute("data-collection")
+    first.click()
+    # Removing asks first, then the list no longer shows it, and the API agrees
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator("#collection-head button[data-action=remove]").click()
+    page.wait_for_function(
+        f"() => !document.querySelector('#collections li[data-collection=\"{gone}\"]')"
+    )
+    listed = site.client.get("/api/v1/collections", headers=AUTH)
+    assert gone in ids and gone not in [c["id"] for c in listed.json()["collections"]]

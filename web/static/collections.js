@@ -38,7 +38,16 @@ async function loadCollectionHead() {
     h("div", { class: "spacer" }),
     h("button", { onclick: () => act("scan finished", "POST", `/collections/${col.id}/scan`) }, "Scan"),
     h("button", { class: "primary", "data-action": "regenerate", onclick: () => regenerate(col, false) }, "Regenerate missing"),
-    h("button", { onclick: () => regenerate(col, true) }, "Force regenerate"));
+    h("button", { onclick: () => regenerate(col, true) }, "Force regenerate"),
+    h("button", { "data-action": "remove", onclick: () => removeCollection(col) }, "Remove"));
+}
+
+async function removeCollection(col) {
+  if (!confirm(`Stop caching ${col.name}? Its unfinished jobs are cancelled and cleanup deletes its cache files; adding its path again brings it back.`)) return;
+  const out = await act(`removed ${col.name}`, "DELETE", `/collections/${col.id}`);
+  if (!out) return;
+  state.collections.selected = null;
+  await loadCollections(true);
 }
 
 async function regenerate(col, force) {
