@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from actors.plan import id_messages_for, messages_for, plan_job
@@ -79,15 +79,33 @@ def remaining_images(app: App, job_id: str) -> list[str]:
     return [i for i in planned if not all(i in s for s in sets)]
 
 
-def queued_images(app: App, collection_id: str, specs: Sequence[RenditionSpec]) -> dict[str, str]:
-    """Images that a queued or running job of the collection will still make in every one of
-    `specs` (same spec hash), each with that job's id: planning leaves them out.
+def queued_lookup(app: App) -> Callable[[str, Sequence[RenditionSpec]], dict[str, str]]:
+    """`queued_images` for one bulk operation: the unfinished jobs are read once (one
+    query for a library of any number of collections, not one per collection)."""
+    by_collection: dict[str, list[dict[str, Any]]] | None = None
+
+    def lookup(collection_id: str, specs: Sequence[RenditionSpec]) -> dict[str, str]:
+        nonlocal by_collection
+        if by_collection is None:
+            by_collection = defaultdict(list)
+            for doc in app.read.unfinished_jobs():
+                by_collection[str(doc.get("collection_id"))].append(doc)
+        return queued_images(app, collection_id, specs, by_collection.get(collection_id, []))
+
+    return lookup
+
+
+def queued_images(
+    app: App, collection_id: str, specs: Sequence[RenditionSpec], jobs: Sequence[dict[str, Any]]
+) -> dict[str, str]:
+    """Images that a queued or running job of the collection (`jobs`) will still make in
+    every one of `specs` (same spec hash), each with that job's id: planning leaves them out.
 
     An image whose document changed after that job was planned (a scan found new bytes, or
     the job already failed it once) is not counted: the job would make it from what it knew."""
     found: dict[str, str] = {}
     marks: dict[str, int] | None = None
-    for doc in app.read.unfinished_jobs_of(collection_id):
+    for doc in jobs:
         hashes = doc.get("spec_hashes") or {}
         if any(hashes.get(s.kind) != s.hash for s in specs):
             continue

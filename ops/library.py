@@ -272,7 +272,7 @@ def regenerate(
         collection_ids=ids, everything=everything, kinds=kinds_from_choice(kind),
         force=force, batch_size=app.settings.batch_size,
         quarantine_after=app.settings.quarantine_after,
-        queued=lambda cid, specs: control.queued_images(app, cid, specs),
+        queued=control.queued_lookup(app),
     )  # fmt: skip
 
 

@@ -77,13 +77,6 @@ class ReadModels:
         query = {"collection_id": collection_id, "total": {"$exists": True}}
         return list(self._c("job_state").find({**query, "cancelled": {"$ne": True}}))
 
-    def unfinished_jobs_of(self, collection_id: str) -> list[Doc]:
-        """A collection's jobs that are queued or running (not paused, cancelled, finished)."""
-        docs = self._c("job_state").find(
-            {"collection_id": collection_id, "total": {"$exists": True}, "cancelled": {"$ne": True}}
-        )
-        return [d for d in docs if job_status(d) in ("queued", "running")]
-
     def plan_inputs(self, collection_id: str) -> PlanInputs:
         """A collection's readable images, current renditions and failures, from `plan_index`."""
         out = PlanInputs([], {}, {})
