@@ -166,10 +166,12 @@ class App:
 
     def _pick_up_forever(self) -> None:
         last_paused = time.monotonic()
-        while not self._stop.wait(PICKUP_EVERY):
+        every = PICKUP_EVERY
+        while not self._stop.wait(every):
             # Paused jobs as seldom as the scheduler's recover: a folder that is just about
             # full must not pause and resume a job every few seconds.
             paused = time.monotonic() - last_paused >= PAUSED_EVERY
+            started = time.monotonic()
             try:
                 self.pick_up(paused=paused)
             except pymongo.errors.ConnectionFailure as exc:
@@ -179,6 +181,9 @@ class App:
                 log.warning("picking up unfinished jobs failed; trying again", exc_info=True)
             if paused:
                 last_paused = time.monotonic()
+            # A pass reads every job's state: with a long history, pass less often, so that
+            # it never takes more than a twentieth of the time (of the database, mostly).
+            every = max(PICKUP_EVERY, 20 * (time.monotonic() - started))
 
     def close(self) -> None:
         self._stop.set()
