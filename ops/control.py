@@ -101,22 +101,30 @@ def queued_images(
     """Images that a queued or running job of the collection (`jobs`) will still make in
     every one of `specs` (same spec hash), each with that job's id: planning leaves them out.
 
-    An image whose document changed after that job was planned (a scan found new bytes, or
-    the job already failed it once) is not counted: the job would make it from what it knew."""
+    An image that a scan found changed after that job was planned is not counted: the job
+    would make it from what it knew. (One that job already failed for one kind, with
+    another kind still to make, is: the next plan after the job takes it up again.)"""
     found: dict[str, str] = {}
-    marks: dict[str, int] | None = None
+    headers = []
     for doc in jobs:
         hashes = doc.get("spec_hashes") or {}
-        if any(hashes.get(s.kind) != s.hash for s in specs):
-            continue
-        planned = app.events.by_key(f"job:{doc['_id']}:planned")
-        if planned is None:
-            continue
-        if marks is None:
-            marks = app.read.image_marks(collection_id)
-        for image in remaining_images(app, doc["_id"]):
-            if marks.get(image, 0) < planned.seq:
-                found.setdefault(image, doc["_id"])
+        if all(hashes.get(s.kind) == s.hash for s in specs):
+            planned = app.events.by_key(f"job:{doc['_id']}:planned")
+            if planned is not None:
+                headers.append((doc["_id"], planned.seq))
+    if not headers:
+        return found
+    # Images changed since the oldest of those plans: none unless the collection was scanned
+    # since (its document's position says so, without reading every image's document).
+    oldest = min(seq for _, seq in headers)
+    collection = app.read.collection(collection_id, include_removed=True) or {}
+    marks: dict[str, int] = {}
+    if int(collection.get("_seq") or 0) > oldest:
+        marks = app.read.image_marks(collection_id, after=oldest)
+    for job_id, seq in headers:
+        for image in remaining_images(app, job_id):
+            if marks.get(image, 0) < seq:
+                found.setdefault(image, job_id)
     return found
 
 

@@ -66,11 +66,11 @@ class ReadModels:
             query["removed"] = False
         return list(self._c("images").find(query).sort("path", ASCENDING))
 
-    def image_marks(self, collection_id: str) -> dict[str, int]:
-        """By image, the position of the last event that changed its document (a scan that
-        found it new or changed, a failure): what an older plan may not have seen."""
-        docs = self._c("images").find({"collection_id": collection_id}, {"_seq": 1})
-        return {d["_id"]: int(d.get("_seq") or 0) for d in docs}
+    def image_marks(self, collection_id: str, after: int) -> dict[str, int]:
+        """A collection's images whose document changed past position `after` (a scan that
+        found them new or changed, a failure), each with that position."""
+        query = {"collection_id": collection_id, "_seq": {"$gt": after}}
+        return {d["_id"]: int(d["_seq"]) for d in self._c("images").find(query, {"_seq": 1})}
 
     def jobs_of_collection(self, collection_id: str) -> list[Doc]:
         """A collection's jobs that are not cancelled (their job_state documents)."""

@@ -105,6 +105,8 @@ def test_plan_publishes_only_what_is_not_current(bench: Bench) -> None:
         r["library_seconds"] / r["library_baseline_seconds"], rel=1e-9
     )
     assert r["library_messages_per_s"] > 0 and r["uncached_messages_per_s"] > 0
+    # The same request again finds every image it would plan queued in the first one's jobs
+    assert r["library_again_queued"] == 200 and r["library_again_seconds"] > 0
 
 
 def test_recovery_resends_exactly_the_undone_half(bench: Bench) -> None:
