@@ -334,7 +334,13 @@ def cmd_jobs(app: App, args: argparse.Namespace) -> int:
         if args.json:
             emit_json({"total": total, "jobs": rows})
         else:
-            table(rows, JOB_COLUMNS)
+            names: dict[str, str] = {}
+            for cid in {str(r["collection_id"]) for r in rows}:
+                doc = app.read.collection(cid, include_removed=True) or {}
+                names[cid] = str(doc.get("name") or cid)
+            named = [{**r, "collection": names[str(r["collection_id"])]} for r in rows]
+            columns = ["collection" if c == "collection_id" else c for c in JOB_COLUMNS]
+            table(named, columns)
         return 0
     if args.action == "failures":
         found = library.job_failures(app, args.id, error_class=args.error_class, limit=args.limit)

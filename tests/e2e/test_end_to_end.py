@@ -343,6 +343,7 @@ def test_maintenance_commands_speak_plainly(tmp_path: Path, embedded: Imagecache
     again = embedded.run("repair")
     alerts = embedded.run("alerts")
     verbose = embedded.run("-v", "folders", "list")
+    jobs = embedded.run("jobs", "list")
     embedded.run("up", str(lib), "--no-serve")  # runs the repair's job: the folder is whole
     assert embedded.run("folders", "change", folder["id"], "--capacity", "1").returncode == 0
     evict = embedded.run("evict")
@@ -362,6 +363,8 @@ def test_maintenance_commands_speak_plainly(tmp_path: Path, embedded: Imagecache
     assert f"already queued in unfinished job {job}" in again.stdout
     assert "planned job" not in again.stdout
     assert "no new alert" in alerts.stdout
+    # And jobs are listed with their collection's name
+    assert jobs.stdout.split()[:3] == ["ID", "STATUS", "COLLECTION"] and "album-0" in jobs.stdout
     # And -v adds our own lines, not every command pymongo sends (160 lines for this one)
     assert verbose.returncode == 0 and "imagecache.embedded" in verbose.stderr
     assert "pymongo" not in verbose.stderr and len(verbose.stderr.splitlines()) < 10
