@@ -42,6 +42,9 @@ class Generator:
     max_pixels: int = 100_000_000
     renderer: Renderer = render_member
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    # How often, within a batch, to look whether its job was paused or cancelled meanwhile
+    # (a batch of large images takes many seconds; a pause should not wait for it).
+    control_every: float = 1.0
     _beats: dict[str, int] = field(default_factory=dict)
 
     def run(self, message: Mapping[str, Any], *, final_attempt: bool = True) -> dict[str, int]:
@@ -71,10 +74,20 @@ class Generator:
         disk_free = {f["_id"]: self.files.free_bytes(str(f["path"])) for f in folders}
         counts = {"generated": 0, "skipped": 0, "failed": 0}
         self._heartbeat(job_id)
-        for image in items:
+        looked = time.monotonic()
+        for n, image in enumerate(items):
             wanted = [s for s in specs if keys[(image.image_id, s.kind)] not in done]
             if not wanted:
                 continue
+            if n and time.monotonic() - looked >= self.control_every:
+                looked = time.monotonic()
+                job = self.read.job_doc(job_id)
+                if job and (job.get("cancelled") or job.get("paused")):
+                    state = "cancelled" if job.get("cancelled") else "paused"
+                    # What is left has no outcome: resume re-sends exactly that.
+                    log.info("job %s is %s: the last %d images of the batch dropped",
+                             job_id, state, len(items) - n)  # fmt: skip
+                    break
             try:
                 outcomes = self._one(
                     message, image, wanted, current, folders, disk_free, final_attempt

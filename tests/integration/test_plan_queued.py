@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pymongo
 import pytest
 from PIL import Image
 
-from ops import library, maintenance, replay
+from ops import control, library, maintenance, replay
 from ops.bootstrap import App, bootstrap
 from ops.settings import Settings
 from tests.integration.test_maintenance import _env, _library
@@ -175,4 +176,57 @@ def test_a_removed_collection_is_left_out_until_its_path_is_added_again(
         assert [j.to_process for j in bulk.jobs] == [3]
         _, diffs = replay.verify(app)
         assert diffs == [], diffs[:5]
+    pymongo.MongoClient(mongodb_uri).drop_database(env["IMAGECACHE_DB"])
+
+
+def test_a_pause_stops_a_batch_between_images_and_resume_does_the_rest(
+    tmp_path: Path, mongodb_uri: str
+) -> None:
+    # Given one message carrying a job's four images, and no worker
+    env = _env(tmp_path, mongodb_uri, IMAGECACHE_BATCH_SIZE="8")
+    lib = _library(tmp_path / "lib", good=4, corrupt=0)
+    with bootstrap(Settings.from_env(env)) as app:
+        sent: list[dict[str, Any]] = []
+        app.actors.publish = sent.extend  # type: ignore[method-assign]
+        library.ensure_default_folder(app)
+        library.add_root(app, lib)
+        ids = library.add_collections(app, lib)
+        library.scan_collections(app, ids)
+        (job,) = library.regenerate(app, ids).jobs
+        app.projector.catch_up()
+        (message,) = sent
+        sent.clear()
+
+        # When the job is paused while the first image renders
+        render = app.generator.renderer
+
+        def render_then_pause(*args: Any) -> Any:
+            out = render(*args)
+            if not app.read.job_doc(job.job_id).get("paused"):  # type: ignore[union-attr]
+                control.pause(app, job.job_id, "by hand")
+                app.projector.catch_up()
+            return out
+
+        app.generator.renderer = render_then_pause
+        app.generator.control_every = 0.0
+        counts = app.generator.run(message)
+        app.projector.catch_up()
+        paused = app.read.job(job.job_id)
+
+        # Then the batch stopped after that image, not at its end
+        assert counts["generated"] == 2 and paused is not None
+        assert (paused["status"], paused["generated"], paused["remaining"]) == ("paused", 2, 6)
+
+        # And resume re-sends exactly the three images left, which finish the job once each
+        app.generator.renderer = render
+        control.resume(app, job.job_id)
+        assert sorted(i for m in sent for i in m["ids"]) == sorted(
+            i for i in control.remaining_images(app, job.job_id)
+        )
+        for m in sent:
+            app.generator.run(m)
+        app.projector.catch_up()
+        done = app.read.job(job.job_id)
+        assert done is not None
+        assert (done["status"], done["generated"], done["skipped"]) == ("finished", 8, 0)
     pymongo.MongoClient(mongodb_uri).drop_database(env["IMAGECACHE_DB"])
