@@ -152,7 +152,9 @@ class Generator:
             ms = int((time.perf_counter() - started) * 1000)
             recorded = self._recorded(image.image_id)
             for spec, out in zip(todo, rendered, strict=True):
-                stored = self._store(image, spec, out, folders, disk_free, recorded.get(spec.kind))
+                stored = self._store(
+                    image, spec, out, folders, disk_free, recorded.get(spec.kind, {})
+                )
                 outcomes.append(
                     ev.RenditionGenerated(
                         job_id, image.image_id, cid, spec.kind, ms=ms, spec_hash=spec.hash,
@@ -172,29 +174,28 @@ class Generator:
             outcomes.extend(_failed(job_id, image, cid, todo, exc))
         return outcomes
 
-    def _recorded(self, image_id: str) -> dict[str, tuple[str, str, int]]:
-        """Per kind, the file the log says this image has: (folder id, path, bytes).
+    def _recorded(self, image_id: str) -> dict[str, dict[tuple[str, str], int]]:
+        """Per kind, the files the log counts for this image: (folder id, path) -> bytes.
 
         The log, not the disk, says whether a write replaces a counted file: a worker
-        killed between rename and append leaves a file that was never counted.
+        killed between rename and append leaves a file that was never counted. Every
+        counted file, not only the current one: a rendition written into another folder
+        leaves its old file counted (an orphan until cleanup), and a later write over that
+        file replaces it.
         """
-        found: dict[str, tuple[str, str, int]] = {}
+        found: dict[str, dict[tuple[str, str], int]] = {}
         for s in self.events.of_image(image_id, limit=10_000):
             e = s.event
             if isinstance(e, ev.RenditionGenerated):
-                found[e.kind] = (e.folder_id, e.path, e.bytes)
-            elif (
-                isinstance(e, ev.RenditionDeleted)
-                and e.counted
-                and found.get(e.kind, ("", "", 0))[:2] == (e.folder_id, e.path)
-            ):
-                del found[e.kind]
+                found.setdefault(e.kind, {})[(e.folder_id, e.path)] = e.bytes
+            elif isinstance(e, ev.RenditionDeleted) and e.counted:
+                found.get(e.kind, {}).pop((e.folder_id, e.path), None)
         return found
 
     def _store(
         self, image: SourceImage, spec: RenditionSpec, out: Rendered,
         folders: list[dict[str, Any]], disk_free: dict[str, int],
-        recorded: tuple[str, str, int] | None,
+        recorded: Mapping[tuple[str, str], int],
     ) -> dict[str, Any]:  # fmt: skip
         """Write one rendition into the best folder with room; another if that one fills up."""
         relpath = rendition_relpath(spec.kind, image.image_id, spec.extension)
@@ -206,9 +207,7 @@ class Generator:
                 disk_free[folder["_id"]] = 0
                 continue
             disk_free[folder["_id"]] -= len(out.data)
-            replaced = -1
-            if recorded is not None and recorded[:2] == (folder["_id"], relpath):
-                replaced = recorded[2]
+            replaced = recorded.get((folder["_id"], relpath), -1)
             # folder_stats learns of this write only when it is projected: count it here, so
             # the rest of the batch does not pour into a folder that is already full.
             folder["bytes"] = int(folder.get("bytes", 0)) + len(out.data) - max(replaced, 0)

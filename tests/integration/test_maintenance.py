@@ -171,3 +171,27 @@ def test_a_batch_never_fills_a_folder_past_its_capacity(tmp_path: Path, mongodb_
             assert diffs == [], diffs[:5]
     finally:
         pymongo.MongoClient(mongodb_uri).drop_database(name)
+
+
+def test_writing_back_over_an_orphan_in_another_folder_counts_it_once(
+    app: App, tmp_path: Path
+) -> None:
+    # Given renditions generated into the default folder, then (forced) into a preferred one:
+    # the first copies stay on disk, counted, as orphans until cleanup
+    lib = _library(tmp_path / "lib", good=3, corrupt=0)
+    _generate(app, lib)
+    (first,) = app.read.folder_docs()
+    other = library.add_folder(app, tmp_path / "other", priority=10)
+    _generate(app, lib, force=True)
+
+    # When the first folder is preferred again and everything is written back into it,
+    # over those orphans
+    library.change_folder(app, first["_id"], priority=20)
+    _generate(app, lib, force=True)
+
+    # Then each folder's statistics equal its disk: no file was counted twice
+    report = maintenance.reconcile(app)
+    by_id = {f["id"]: f for f in report["folders"]}
+    assert by_id[first["_id"]]["measured_files"] == 6
+    assert by_id[other]["measured_files"] == 6
+    assert [f for f in report["folders"] if f["drift"]] == []
