@@ -28,6 +28,15 @@ def cmd_scheduler(app: App, args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    if app.embedded and not app.start_worker():
+        # Embedded, the work its tasks plan is run by the runner of the data folder: this
+        # process if none runs yet, else that one (an `up` or `serve`, which runs these
+        # tasks itself already).
+        print(
+            f"imagecache process {app.runner_pid()} runs the work of this data folder, and"
+            " its maintenance tasks too: this scheduler is not needed beside it",
+            file=sys.stderr,
+        )
     return run_scheduler(app, os.environ, stop)
 
 
@@ -101,7 +110,7 @@ def _print_maintenance(command: str, result: Any) -> None:
             )
     elif command == "recover":
         for job, left in result.items():
-            print(f"resumed job {job}: {left} remaining")
+            print(f"resumed job {job}: {left} images left")
         if not result:
             print("no unfinished job needed resuming")
     elif command == "repair":

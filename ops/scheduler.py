@@ -14,7 +14,8 @@ Each task is also a CLI command; schedules and thresholds are settings:
 
 Embedded (no MONGODB_URI, no RABBITMQ_URL), the process that runs the work (`up` while it
 serves, `serve`) runs these tasks itself, but for recover: it takes up unfinished jobs
-every few seconds anyway. No scheduler process is needed there.
+every few seconds anyway. No scheduler process is needed there; one started alone
+becomes that process.
 """
 
 from __future__ import annotations
@@ -109,7 +110,8 @@ def start_schedule(
 def run_scheduler(app: App, env: Mapping[str, str], stop: threading.Event) -> int:
     """Run every task on its interval until `stop` is set."""
     app.start_projector()
-    scheduler = start_schedule(app, env)
+    # The runner of an embedded data folder takes up unfinished jobs itself.
+    scheduler = start_schedule(app, env, without={"recover"} if app.runner else ())
     try:
         stop.wait()
     finally:

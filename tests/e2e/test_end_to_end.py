@@ -516,3 +516,32 @@ def test_commands_beside_an_embedded_serve_leave_the_work_to_it(
     # And serve ran the scan task itself, which made the new album's renditions
     assert "imagecache.scheduler: scan every 3 s" in out
     assert len(images) == 3 and statuses == {"current"}, images
+
+
+def test_an_embedded_scheduler_alone_runs_the_work_its_tasks_plan(
+    tmp_path: Path, embedded: Imagecache
+) -> None:
+    # Given an embedded library, one of whose cache files is lost, and nothing running
+    lib = tmp_path / "library"
+    make_library(lib)
+    assert embedded.run("up", str(lib), "--no-serve").returncode == 0
+    lost = next(p for p in sorted((tmp_path / "var" / "cache").rglob("*.jpg")))
+    lost.unlink()
+
+    # When the scheduler runs alone, with repair every 2 s
+    off = {f"IMAGECACHE_{t}_EVERY": "0" for t in ("ALERTS", "CAPACITY", "RECONCILE", "SCAN")}
+    env = {**embedded.env, **off, "IMAGECACHE_REPAIR_EVERY": "2", "IMAGECACHE_CLEANUP_EVERY": "0"}
+    scheduler = Imagecache(env).start("scheduler")
+    try:
+        deadline = time.monotonic() + 90
+        while not lost.exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        scheduler.send_signal(signal.SIGTERM)
+        log, _ = scheduler.communicate(timeout=60)
+
+    # Then it ran the repair's job itself (it became the runner: nothing else would), and
+    # left recover to its own pick-up
+    assert lost.exists(), log[-3000:]
+    assert scheduler.returncode == 0, log[-3000:]
+    assert "recover every" not in log and "repair every 2 s" in log
