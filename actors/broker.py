@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import dramatiq
 import pymongo.errors
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.middleware import CurrentMessage
+from dramatiq.middleware import CurrentMessage, Retries
 
 from actors.generate import Generator
 from domain.errors import ServiceUnavailable
@@ -25,6 +26,7 @@ log = logging.getLogger("imagecache.broker")
 
 QUEUE = "imagecache"
 MAX_RETRIES = 5
+RESEND_AFTER = 30.0  # seconds before the runner re-sends a job whose messages it sent itself
 
 
 def redact(url: str) -> str:
@@ -72,17 +74,26 @@ class InFlight(dramatiq.Middleware):
     it in flight. A job with none in flight, yet unfinished, is one that nothing here runs:
     planned by another command, or left by a process that died."""
 
-    def __init__(self) -> None:
+    def __init__(self, resend_after: float = RESEND_AFTER) -> None:
         self._lock = threading.Lock()
         self._count: Counter[str] = Counter()
+        self._sent_at: dict[str, float] = {}
+        self.resend_after = resend_after
 
     def sent(self, message: dict[str, Any]) -> None:
+        job = str(message.get("job_id"))
         with self._lock:
-            self._count[str(message.get("job_id"))] += 1
+            self._count[job] += 1
+            self._sent_at[job] = time.monotonic()
 
     def busy(self, job_id: str) -> bool:
+        """Whether this process still has messages of the job, or sent some only lately: a
+        batch that failed for good (the database away) is sent again, but not at once."""
         with self._lock:
-            return self._count[job_id] > 0
+            if self._count[job_id] > 0:
+                return True
+            sent = self._sent_at.get(job_id)
+            return sent is not None and time.monotonic() - sent < self.resend_after
 
     def after_process_message(
         self, broker: dramatiq.Broker, message: Any, *, result: Any = None,
@@ -109,9 +120,14 @@ class Actors:
     broker: dramatiq.Broker
     generate_batch: dramatiq.Actor[[dict[str, Any]], None]
     in_flight: InFlight | None = None  # in process only: what this process still has to do
+    # Embedded, in a process that is not the runner of its data folder: nothing here would
+    # ever run these messages, and the runner takes up the jobs from the log.
+    discard: bool = False
 
     def publish(self, messages: list[dict[str, Any]]) -> None:
         """Send generation messages, one per batch of images."""
+        if self.discard:
+            return
         for message in messages:
             if self.in_flight is not None:
                 self.in_flight.sent(message)  # before: a worker thread may finish it at once
@@ -156,7 +172,9 @@ def declare(
     in_flight = None
     if isinstance(broker, StubBroker):
         in_flight = InFlight()
-        broker.add_middleware(in_flight)  # after Retries: it has marked a message failed
+        # Before Retries in the list: "after" hooks run in reverse order, so InFlight's runs
+        # after Retries has marked a message that ran out of retries as failed.
+        broker.add_middleware(in_flight, before=Retries)
     return Actors(broker, decorate(generate_batch), in_flight)
 
 

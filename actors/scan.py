@@ -34,11 +34,12 @@ class ScanResult:
 
 def register(
     events: EventLog, path: str | Path, roots: Sequence[str], *, known: Container[str] = (),
-    removed: Mapping[str, str] | None = None,
+    removed: Mapping[str, str] | None = None, revive: bool = False,
 ) -> list[str]:  # fmt: skip
     """Register a collection, or every collection under a root; return their ids. Those in
     `known` are returned without being registered again. A removed collection (`removed`:
-    id -> removal id) is left out, unless `path` is its own: that registers it again."""
+    id -> removal id) is left out, unless `revive` and `path` is its own: adding exactly
+    that path registers it again (a scan of a root never does, even when the root is it)."""
     real, root = resolve_under_roots(path, roots)
     found: list[tuple[Path, str]]
     if real.is_file():
@@ -52,7 +53,7 @@ def register(
     for p, source in found:
         cid = collection_id(str(p))
         again = removed.get(cid, "")
-        if cid in removed and p != real:
+        if cid in removed and not (revive and p == real):
             continue  # removed by the user: a scan of its root does not bring it back
         name = p.name if p != root else root.name
         registered.append(ev.CollectionRegistered(cid, str(p), str(root), source, name, again))

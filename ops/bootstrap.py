@@ -56,6 +56,9 @@ class App:
     # It also picks up, every PICKUP_EVERY seconds, the unfinished jobs it has no message of:
     # planned by another command, or left by a process that died. `picked_up`: its first.
     picked_up: dict[str, int] = field(default_factory=dict)
+    # Held while a job is planned or resumed and its messages published, and by each pick-up
+    # pass: a pass between the job's events and its messages would send them twice.
+    publishing: threading.RLock = field(default_factory=threading.RLock)
     _runner_lock: Any = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -97,16 +100,15 @@ class App:
         return self._runner_lock is not None
 
     def runner_pid(self) -> int | None:
-        """The process that runs the actors of this data folder, if one does (embedded)."""
-        path = self.settings.data_dir / RUNNER_LOCK
+        """The process that runs the actors of this data folder, if one does (embedded).
+
+        Read from the lock file, never by taking the lock: a process becoming the runner at
+        that moment would find it taken, and believe another one runs."""
         try:
-            with open(path, "a+") as f:
-                try:
-                    fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    f.seek(0)
-                    return int(f.read().strip() or 0) or None
-                fcntl.flock(f, fcntl.LOCK_UN)
+            pid = int((self.settings.data_dir / RUNNER_LOCK).read_text().strip() or 0)
+            if pid:
+                os.kill(pid, 0)
+                return pid
         except (OSError, ValueError):
             pass
         return None
@@ -131,6 +133,7 @@ class App:
         Embedded, only the runner of the data folder runs them: False when another process
         is the runner (it runs what this one plans)."""
         if self.embedded and self._runner_lock is None and not self._become_runner():
+            self.actors.discard = True  # the runner takes up what this process plans
             return False
         if threads is None and self.settings.rabbitmq_url is None and self._pool is None:
             processes = self.settings.worker_processes
@@ -159,7 +162,8 @@ class App:
 
         in_flight = self.actors.in_flight
         assert in_flight is not None
-        resumed = resume_left(self, busy=lambda doc: in_flight.busy(doc["_id"]), paused=paused)
+        with self.publishing:
+            resumed = resume_left(self, busy=lambda doc: in_flight.busy(doc["_id"]), paused=paused)
         if any(resumed.values()):
             log.info("picked up %d jobs: %d images left", len(resumed), sum(resumed.values()))
         return resumed
@@ -194,6 +198,9 @@ class App:
         if self._pool is not None:
             self._pool.close()
         if self._runner_lock is not None:
+            with contextlib.suppress(OSError):
+                self._runner_lock.seek(0)
+                self._runner_lock.truncate()  # no pid of a process that is gone
             self._runner_lock.close()  # lets go of the flock
             self._runner_lock = None
         self.actors.broker.close()

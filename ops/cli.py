@@ -141,7 +141,7 @@ def cmd_worker(app: App, args: argparse.Namespace) -> int:
 
 def cmd_collections(app: App, args: argparse.Namespace) -> int:
     if args.action == "add":
-        ids = library.add_collections(app, args.path)
+        ids = library.add_collections(app, args.path, revive=True)
         app.projector.catch_up()
         results = library.scan_collections(app, ids)
         _warn_refused(results)
@@ -254,7 +254,9 @@ def cmd_regenerate(app: App, args: argparse.Namespace) -> int:
         # process may be the runner of this data folder: it then runs this plan too.
         runs_here = app.start_worker()
         if not app.embedded:
-            maintenance.recover(app)
+            # In process on a shared MongoDB: other processes may be running jobs; take only
+            # those quiet for IMAGECACHE_STALE_AFTER, as recovery on RabbitMQ does.
+            maintenance.recover(app, stale_after=app.settings.stale_after)
     bulk = library.regenerate(
         app, args.collection or (), everything=args.all, kind=args.kind, force=args.force
     )

@@ -169,9 +169,10 @@ def resume(app: App, job_id: str, reason: str = "") -> dict[str, Any]:
     doc = _job(app, job_id)
     if job_status(doc) == "cancelled":
         raise InvalidInput(f"job {job_id} is cancelled: plan a new one with `regenerate`")
-    app.events.append(ev.JobResumed(job_id, uuid.uuid4().hex, reason))
-    app.projector.catch_up()
-    resend_remaining(app, job_id)
+    with app.publishing:  # no pick-up pass between the resume and its messages
+        app.events.append(ev.JobResumed(job_id, uuid.uuid4().hex, reason))
+        app.projector.catch_up()
+        resend_remaining(app, job_id)
     return _view(app, job_id)
 
 
@@ -205,11 +206,12 @@ def retry_failed(app: App, job_id: str) -> dict[str, Any]:
             hint="fix the sources and rescan, or regenerate with --force",
         )
     new_id = uuid.uuid4().hex
-    plan_job(app.events, new_id, header.bulk_id, header.collection_id, specs, sources, 0,
-             retry_of=job_id)  # fmt: skip
-    app.actors.publish(
-        messages_for(new_id, collection, specs, sources, app.settings.batch_size, force=True)
-    )
+    with app.publishing:  # no pick-up pass between the job's events and its messages
+        plan_job(app.events, new_id, header.bulk_id, header.collection_id, specs, sources, 0,
+                 retry_of=job_id)  # fmt: skip
+        app.actors.publish(
+            messages_for(new_id, collection, specs, sources, app.settings.batch_size, force=True)
+        )
     return _view(app, new_id)
 
 

@@ -64,17 +64,24 @@ def _overlaps(a: Path, b: Path) -> bool:
     return a == b or a in b.parents or b in a.parents
 
 
-def add_collections(app: App, path: str | Path) -> list[str]:
-    """Register the collection at `path` (or every collection under it, but those removed)."""
+def add_collections(app: App, path: str | Path, *, revive: bool = False) -> list[str]:
+    """Register the collection at `path` (or every collection under it, but those removed;
+    with `revive`, a removed collection at exactly `path` is registered again)."""
     app.projector.catch_up()
     return scan.register(
-        app.events, path, library_roots(app), removed=app.read.removed_collections()
-    )
+        app.events, path, library_roots(app), removed=app.read.removed_collections(),
+        revive=revive,
+    )  # fmt: skip
 
 
 def remove_collection(app: App, cid: str) -> dict[str, Any]:
     """Stop caching a collection: cancel its jobs, remove its images (their renditions are
     then orphans that cleanup deletes), and leave it out of scans under its root."""
+    with app.publishing:  # no plan or pick-up of this collection in between, here
+        return _remove_collection(app, cid)
+
+
+def _remove_collection(app: App, cid: str) -> dict[str, Any]:
     app.projector.catch_up()
     doc = app.read.collection(cid)
     if doc is None:
@@ -267,6 +274,13 @@ def regenerate(
     # Workers need somewhere to write: with no cache folder yet, the configured default one
     # (as `up` makes it), not a job that pauses at once because "every folder is full".
     ensure_default_folder(app)
+    with app.publishing:  # one plan at a time here, and no pick-up pass in between
+        return _request_bulk(app, ids, everything, kind, force)
+
+
+def _request_bulk(
+    app: App, ids: Sequence[str], everything: bool, kind: str, force: bool
+) -> plan.BulkResult:
     return plan.request_bulk(
         app.events, app.read, app.actors.publish, app.settings.specs,
         collection_ids=ids, everything=everything, kinds=kinds_from_choice(kind),

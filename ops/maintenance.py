@@ -9,13 +9,14 @@ import json
 import logging
 import re
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from actors.files import is_orphaned_partial
 from domain import events as ev
-from domain.errors import NoSpace
+from domain.errors import NoSpace, UnknownCollection
 from domain.planning import choose_folder
 from domain.views import job_status
 from ops import control, library
@@ -348,5 +349,10 @@ def resume_left(
     for doc in app.read.unfinished_jobs():
         if job_status(doc) not in ("queued", "running") or doc["_id"] in resumed or busy(doc):
             continue
-        resumed[doc["_id"]] = control.resend_remaining(app, doc["_id"])
+        try:
+            resumed[doc["_id"]] = control.resend_remaining(app, doc["_id"])
+        except UnknownCollection:
+            # Its collection was removed after the job was planned: nothing will run it.
+            app.events.append(ev.JobCancelled(doc["_id"], uuid.uuid4().hex, "collection removed"))
+            log.info("job %s cancelled: its collection was removed", doc["_id"])
     return resumed

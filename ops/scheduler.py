@@ -110,8 +110,8 @@ def start_schedule(
 def run_scheduler(app: App, env: Mapping[str, str], stop: threading.Event) -> int:
     """Run every task on its interval until `stop` is set."""
     app.start_projector()
-    # The runner of an embedded data folder takes up unfinished jobs itself.
-    scheduler = start_schedule(app, env, without={"recover"} if app.runner else ())
+    # Embedded, the runner of the data folder takes up unfinished jobs itself.
+    scheduler = start_schedule(app, env, without={"recover"} if app.embedded else ())
     try:
         stop.wait()
     finally:

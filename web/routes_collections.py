@@ -54,7 +54,7 @@ def _check_under_roots(call: Call, raw: str) -> None:
 def _register(call: Call) -> Response:
     path = str(call.body["path"])
     _check_under_roots(call, path)
-    ids = library.add_collections(call.app, path)
+    ids = library.add_collections(call.app, path, revive=True)
     call.app.projector.catch_up()
     if call.body.get("scan", True):
         rows = [r.__dict__ for r in library.scan_collections(call.app, ids)]

@@ -388,7 +388,7 @@ def test_regenerate_wait_runs_the_job_an_earlier_regenerate_left(
     # When the same request is made again, waiting
     again = embedded.run("regenerate", "--all", "--wait", "--json")
 
-    # Then it plans nothing new: it runs the earlier jobs, which make every image once
+    # Then it plans nothing new: it runs the earlier jobs, to an outcome for every image
     assert again.returncode == 0, again.stderr[-2000:]
     result = json.loads(again.stdout)
     assert result["jobs"] == [] and sorted(result["queued_in"]) == sorted(first)

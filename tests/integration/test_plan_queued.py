@@ -10,6 +10,8 @@ import pymongo
 import pytest
 from PIL import Image
 
+from domain import events as ev
+from domain.specs import DEFAULT_SPECS
 from ops import control, library, maintenance, replay
 from ops.bootstrap import App, bootstrap
 from ops.settings import Settings
@@ -167,7 +169,7 @@ def test_a_removed_collection_is_left_out_until_its_path_is_added_again(
         assert folder["files"] == 6 and folder["by_reason"] == {"source_removed": 6}
 
         # When its path is added again
-        again = library.add_collections(app, lib / "album")
+        again = library.add_collections(app, lib / "album", revive=True)
         library.scan_collections(app, again)
         bulk = library.regenerate(app, again)
 
@@ -229,4 +231,58 @@ def test_a_pause_stops_a_batch_between_images_and_resume_does_the_rest(
         done = app.read.job(job.job_id)
         assert done is not None
         assert (done["status"], done["generated"], done["skipped"]) == ("finished", 8, 0)
+    pymongo.MongoClient(mongodb_uri).drop_database(env["IMAGECACHE_DB"])
+
+
+def test_a_removed_root_collection_stays_out_of_scans_and_up(
+    tmp_path: Path, mongodb_uri: str
+) -> None:
+    # Given a library root that holds its images itself: the root is the collection
+    env = _env(tmp_path, mongodb_uri)
+    root = tmp_path / "shelf"
+    root.mkdir()
+    for i in range(2):
+        Image.new("RGB", (640, 480), (i, 2, 3)).save(root / f"p{i}.jpg")
+    with bootstrap(Settings.from_env(env)) as app:
+        library.ensure_default_folder(app)
+        library.add_root(app, root)
+        (cid,) = library.add_collections(app, root)
+        library.scan_collections(app, [cid])
+        (job,) = library.regenerate(app, [cid]).jobs
+
+        # When it is removed (its job never ran), then the scan task and `up ROOT` run,
+        # and a pick-up pass finds a job planned for it after the removal
+        library.remove_collection(app, cid)
+        late = library.regenerate(app, [], everything=True)
+        refreshed = library.refresh(app)
+        up_again = library.add_collections(app, root)
+        spec = DEFAULT_SPECS["cache"]
+        app.events.append_many(
+            [
+                ev.JobPlanned(
+                    "late-job",
+                    "b",
+                    cid,
+                    ["cache"],
+                    {"cache": spec.to_dict()},
+                    {"cache": spec.hash},
+                    1,
+                    0,
+                    1,
+                ),
+                ev.JobImagesPlanned("late-job", 0, ["x"]),
+            ]
+        )
+        app.projector.catch_up()
+        resumed = maintenance.resume_left(app, busy=lambda doc: False)
+        app.projector.catch_up()
+
+        # Then it stays removed, and the orphan job is cancelled, not a crash
+        assert (late.jobs, refreshed["collections"], up_again) == ([], 0, [])
+        assert app.read.job(job.job_id)["status"] == "cancelled"  # type: ignore[index]
+        assert "late-job" not in resumed
+        assert app.read.job("late-job")["status"] == "cancelled"  # type: ignore[index]
+
+        # And adding exactly its path (`collections add`) brings it back
+        assert library.add_collections(app, root, revive=True) == [cid]
     pymongo.MongoClient(mongodb_uri).drop_database(env["IMAGECACHE_DB"])

@@ -56,3 +56,45 @@ def test_an_unreachable_database_retries_the_batch_with_one_line(
         "job j1: the database is unreachable (127.0.0.1:1: [Errno 111] Connection refused);"
         " batch retried later (attempt 1)"
     )
+
+
+class _Broken:
+    """A generator that always fails, as when the database stays away."""
+
+    def run(self, message: dict[str, Any], *, final_attempt: bool) -> None:
+        raise RuntimeError("always")
+
+
+def test_a_batch_that_fails_for_good_is_no_longer_in_flight() -> None:
+    # Given the actor on an in-process broker, whose batches always fail, and no retries
+    broker = make_broker(None)
+    actors = declare(broker, lambda: _Broken(), "failing-test")  # type: ignore[arg-type,return-value]
+    in_flight = actors.in_flight
+    assert in_flight is not None
+    in_flight.resend_after = 0.0
+    worker = dramatiq.Worker(broker, worker_threads=1)
+    worker.start()
+    try:
+        # When a batch is sent and fails for good
+        message = {"job_id": "j2", "items": []}
+        in_flight.sent(message)
+        assert in_flight.busy("j2")
+        actors.generate_batch.send_with_options(args=(message,), max_retries=0)
+        broker.join("failing-test", timeout=30_000, fail_fast=False)
+        worker.join()
+    finally:
+        worker.stop()
+        broker.close()
+
+    # Then the job has nothing in flight here: the runner's pick-up sends it again
+    assert not in_flight.busy("j2")
+
+
+def test_a_process_that_is_not_the_runner_publishes_nothing() -> None:
+    broker = make_broker(None)
+    actors = declare(broker, lambda: _Broken(), "discard-test")  # type: ignore[arg-type,return-value]
+    actors.discard = True
+    actors.publish([{"job_id": "j3", "items": []}])
+    assert broker.queues.get("discard-test") is None or broker.queues["discard-test"].qsize() == 0
+    assert actors.in_flight is not None and not actors.in_flight.busy("j3")
+    broker.close()
