@@ -33,8 +33,8 @@ def cmd_scheduler(app: App, args: argparse.Namespace) -> int:
         # process if none runs yet, else that one (an `up` or `serve`, which runs these
         # tasks itself already).
         print(
-            f"imagecache process {app.runner_pid()} runs the work of this data folder, and"
-            " its maintenance tasks too: this scheduler is not needed beside it",
+            f"imagecache process {app.runner_pid()} runs the work of this data folder: the"
+            " jobs these tasks plan run there (a `serve` also runs these tasks itself)",
             file=sys.stderr,
         )
     return run_scheduler(app, os.environ, stop)
@@ -118,9 +118,11 @@ def _print_maintenance(command: str, result: Any) -> None:
             print("every current rendition's file is where it was written")
             return
         earlier = result["missing"] - result["found_now"]
+        lost = result["missing"]
+        what = "rendition has lost its file and is" if lost == 1 else "renditions have lost their"
+        what += "" if lost == 1 else " files and are"
         print(
-            f"{result['missing']} renditions have lost their file and are not made again yet"
-            f" ({result['found_now']} found now, {earlier} earlier)"
+            f"{lost} {what} not made again yet ({result['found_now']} found now, {earlier} earlier)"
         )
         for job in result["jobs"]:
             print(f"planned job {job} to make them again")

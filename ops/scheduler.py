@@ -91,18 +91,22 @@ def start_schedule(
 ) -> BackgroundScheduler:
     """Start every task (but those named in `without`) on its interval, in the background."""
     scheduler = BackgroundScheduler()
+    on, off = [], []
     for name, task in tasks(app).items():
         if name in without:
             continue
         every = env_int(env, f"IMAGECACHE_{name.upper()}_EVERY", DEFAULTS[name], lo=0)
         if every <= 0:
-            log.info("%s is off (IMAGECACHE_%s_EVERY=0)", name, name.upper())
+            off.append(f"{name} (IMAGECACHE_{name.upper()}_EVERY=0)")
             continue
         scheduler.add_job(
             _guarded(name, task), "interval", seconds=every, id=name,
             max_instances=1, coalesce=True,
         )  # fmt: skip
-        log.info("%s every %d s", name, every)
+        on.append(f"{name} every {every} s")
+    log.info(
+        "maintenance: %s%s", ", ".join(on) or "nothing", f"; off: {', '.join(off)}" if off else ""
+    )
     scheduler.start()
     return scheduler
 

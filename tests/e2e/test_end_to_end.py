@@ -354,7 +354,7 @@ def test_maintenance_commands_speak_plainly(tmp_path: Path, embedded: Imagecache
         assert r.returncode == 0, r.stderr[-2000:]
         assert "{" not in r.stdout, r.stdout
     assert (
-        "1 renditions have lost their file and are not made again yet (1 found now, 0 earlier)"
+        "1 rendition has lost its file and is not made again yet (1 found now, 0 earlier)"
         in repair.stdout
     )
     (job,) = [ln.split()[2] for ln in repair.stdout.splitlines() if ln.startswith("planned job")]
@@ -443,8 +443,8 @@ def test_the_scheduler_repairs_a_lost_file_once_and_stops_cleanly(
     assert jobs_after == jobs_before + 1
     # And the scheduler said what it runs and what it did, and stopped cleanly on SIGTERM
     assert scheduler.returncode == 0, log[-3000:]
-    assert "imagecache.scheduler: repair every 2 s" in log
-    assert "imagecache.scheduler: alerts is off (IMAGECACHE_ALERTS_EVERY=0)" in log
+    assert "imagecache.scheduler: maintenance: recover every 60 s, repair every 2 s," in log
+    assert "off: alerts (IMAGECACHE_ALERTS_EVERY=0)" in log
     assert log.count("repair done: {'missing': 1, 'found_now': 1") == 1, log[-3000:]
     assert "Traceback" not in log
 
@@ -514,7 +514,7 @@ def test_commands_beside_an_embedded_serve_leave_the_work_to_it(
     assert server.returncode == 0, out[-3000:]
     assert "picked up" in out
     # And serve ran the scan task itself, which made the new album's renditions
-    assert "imagecache.scheduler: scan every 3 s" in out
+    assert "scan every 3 s" in out and "imagecache.scheduler: maintenance:" in out
     assert len(images) == 3 and statuses == {"current"}, images
 
 
