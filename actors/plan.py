@@ -144,7 +144,9 @@ def request_bulk(
         if plan.queued:
             ids = {i.image_id for i in images}
             queued_in.update(dict.fromkeys(j for i, j in waiting.items() if i in ids))
-        log.info(
+        # One line per collection: with thousands of them, only with -v (`up` and
+        # `regenerate` print the totals).
+        log.debug(
             "%s: %d images, %d current, %d quarantined, %d queued in unfinished jobs,"
             " %d to process",
             collection["path"], len(images), plan.current, plan.quarantined, plan.queued,

@@ -140,7 +140,7 @@ def scan(events: EventLog, read: ReadModels, cid: str, *, content_hash: bool = F
         chunks[0], removed=removed, unsupported=unsupported, unsupported_removed=gone_unsupported
     )
     events.append_many([replace(c, parts=len(chunks)) for c in chunks])
-    log.info(
+    log.debug(  # one line per collection that changed: with -v
         "scanned %s: %d images, %d added, %d changed, %d removed, %d unsupported",
         doc["path"], images, len(added), len(changed), len(removed), len(unsupported),
     )  # fmt: skip
