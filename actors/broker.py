@@ -134,8 +134,10 @@ class Actors:
             self.generate_batch.send(message)
 
 
-def _first_line(exc: BaseException, limit: int = 200) -> str:
+def short_reason(exc: BaseException, limit: int = 300) -> str:
+    """A connection error's first line, without pymongo's timeouts and topology dump."""
     text = str(exc).split("\n", 1)[0].split(", Timeout:", 1)[0]
+    text = text.split(" (configured timeouts", 1)[0]
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -156,9 +158,9 @@ def declare(
             # re-sends (the job's images are in the log, not in this message).
             log.warning(
                 "job %s: the database is unreachable (%s); batch retried later (attempt %d)",
-                message.get("job_id"), _first_line(exc), retries + 1,
+                message.get("job_id"), short_reason(exc), retries + 1,
             )  # fmt: skip
-            raise dramatiq.Retry(_first_line(exc)) from None
+            raise dramatiq.Retry(short_reason(exc)) from None
 
     decorate = dramatiq.actor(
         broker=broker,

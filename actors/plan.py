@@ -141,9 +141,7 @@ def request_bulk(
         total_current += plan.current
         total_quarantined += plan.quarantined
         total_queued += plan.queued
-        if plan.queued:
-            ids = {i.image_id for i in images}
-            queued_in.update(dict.fromkeys(j for i, j in waiting.items() if i in ids))
+        queued_in.update(dict.fromkeys(waiting[i] for i in plan.queued_ids))
         # One line per collection: with thousands of them, only with -v (`up` and
         # `regenerate` print the totals).
         log.debug(

@@ -340,9 +340,8 @@ class RenditionDeleted(Event):
     folder_id: str
     path: str
     bytes: int
-    reason: (
-        str  # orphan | source_removed | evicted | file_missing | partial (older logs: spec_changed)
-    )
+    # orphan | source_removed | evicted | file_missing | partial (older logs: spec_changed)
+    reason: str
     deletion_id: str
     collection_id: str = ""
     was_current: bool = True  # False: the file was not what `renditions` pointed to

@@ -30,7 +30,11 @@ class Plan:
     todo: list[SourceImage]
     current: int
     quarantined: int = 0
-    queued: int = 0
+    queued_ids: tuple[str, ...] = ()  # left out: an unfinished job will still make them
+
+    @property
+    def queued(self) -> int:
+        return len(self.queued_ids)
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,8 @@ def plan_images(
     images in `skip` (quarantined) are left out unless forced, and so are images in `queued`
     (an unfinished job will still make them), so that planning twice does the work once."""
     todo: list[SourceImage] = []
-    current = held = waiting = 0
+    waiting: list[str] = []
+    current = held = 0
     for image in images:
         if not force and image.image_id in skip:
             held += 1
@@ -86,10 +91,10 @@ def plan_images(
         elif all(is_current(renditions.get((image.image_id, s.kind)), s, image) for s in specs):
             current += 1
         elif image.image_id in queued:
-            waiting += 1
+            waiting.append(image.image_id)
         else:
             todo.append(image)
-    return Plan(todo, current, held, waiting)
+    return Plan(todo, current, held, tuple(waiting))
 
 
 def pages(items: Sequence[str], size: int) -> list[list[str]]:

@@ -15,7 +15,7 @@ from typing import Any
 import pymongo
 from pymongo.database import Database
 
-from actors.broker import Actors, declare, make_broker, redact, start_worker
+from actors.broker import Actors, declare, make_broker, redact, short_reason, start_worker
 from actors.files import LocalFileStore
 from actors.generate import Generator
 from domain.errors import InvalidInput, ServiceUnavailable
@@ -179,8 +179,10 @@ class App:
             try:
                 self.pick_up(paused=paused)
             except pymongo.errors.ConnectionFailure as exc:
-                log.warning("picking up unfinished jobs: the database is unreachable (%s)",
-                            str(exc).split(",", 1)[0])  # fmt: skip
+                log.warning(
+                    "picking up unfinished jobs: the database is unreachable (%s)",
+                    short_reason(exc),
+                )
             except Exception:
                 log.warning("picking up unfinished jobs failed; trying again", exc_info=True)
             if paused:
@@ -216,9 +218,8 @@ def connect(uri: str, database: str) -> tuple[pymongo.MongoClient[Any], Database
         client.admin.command("ping")
     except pymongo.errors.PyMongoError as exc:
         client.close()
-        reason = str(exc).split(", Timeout:")[0].split(" (configured timeouts")[0][:300]
         raise ServiceUnavailable(
-            f"MongoDB at {redact(uri)} did not answer: {reason}",
+            f"MongoDB at {redact(uri)} did not answer: {short_reason(exc)}",
             hint="start it, or correct MONGODB_URI (without it, imagecache runs its own"
             " embedded database: a different, empty one)",
         ) from exc

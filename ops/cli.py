@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -14,11 +15,7 @@ from typing import Any
 
 import dramatiq.errors
 
-from domain.errors import (
-    ImageCacheError,
-    UnknownCollection,
-    UnknownJob,
-)
+from domain.errors import ImageCacheError, UnknownCollection, UnknownJob
 from domain.projection import PROJECTIONS
 from ops import control, library, maintenance
 from ops.bootstrap import App, bootstrap
@@ -260,15 +257,7 @@ def cmd_regenerate(app: App, args: argparse.Namespace) -> int:
     bulk = library.regenerate(
         app, args.collection or (), everything=args.all, kind=args.kind, force=args.force
     )
-    result: dict[str, Any] = {
-        "bulk_id": bulk.bulk_id,
-        "images": bulk.images,
-        "current": bulk.current,
-        "quarantined": bulk.quarantined,
-        "queued": bulk.queued,
-        "queued_in": bulk.queued_in,
-        "jobs": [j.__dict__ for j in bulk.jobs],
-    }
+    result: dict[str, Any] = dataclasses.asdict(bulk)
     if not args.json:
         todo = sum(j.to_process for j in bulk.jobs)
         held = f", {bulk.quarantined} quarantined" if bulk.quarantined else ""

@@ -39,14 +39,16 @@ def _header(app: App, job_id: str) -> ev.JobPlanned:
     return found.event
 
 
-def job_progress(app: App, job_id: str) -> tuple[list[str], dict[str, set[str]], dict[str, str]]:
+def job_progress(
+    app: App, job_id: str, header: ev.JobPlanned | None = None
+) -> tuple[list[str], dict[str, set[str]], dict[str, str]]:
     """(planned image ids, images with an outcome per kind, failure class per failed image).
 
     Outcomes come from the compact `job_outcomes` projection up to the projector's
     position, and from the log beyond it (and for gaps it has not filled yet), so the
     answer is exact whether or not the projector is caught up, and fast when it is.
     """
-    header = _header(app, job_id)
+    header = header or _header(app, job_id)
     planned: list[str] = []
     for page in range(header.pages):
         found = app.events.by_key(f"job:{job_id}:images:{page}")
@@ -71,11 +73,11 @@ def job_progress(app: App, job_id: str) -> tuple[list[str], dict[str, set[str]],
     return planned, done, failed
 
 
-def remaining_images(app: App, job_id: str) -> list[str]:
+def remaining_images(app: App, job_id: str, header: ev.JobPlanned | None = None) -> list[str]:
     """Planned images of a job that still lack an outcome for some planned kind."""
-    kinds = _header(app, job_id).kinds
-    planned, done, _ = job_progress(app, job_id)
-    sets = [done.get(kind, set()) for kind in kinds]
+    header = header or _header(app, job_id)
+    planned, done, _ = job_progress(app, job_id, header)
+    sets = [done.get(kind, set()) for kind in header.kinds]
     return [i for i in planned if not all(i in s for s in sets)]
 
 
@@ -110,8 +112,8 @@ def queued_images(
         hashes = doc.get("spec_hashes") or {}
         if all(hashes.get(s.kind) == s.hash for s in specs):
             planned = app.events.by_key(f"job:{doc['_id']}:planned")
-            if planned is not None:
-                headers.append((doc["_id"], planned.seq))
+            if planned is not None and isinstance(planned.event, ev.JobPlanned):
+                headers.append((planned.event, planned.seq))
     if not headers:
         return found
     # Images changed since the oldest of those plans: none unless the collection was scanned
@@ -121,17 +123,17 @@ def queued_images(
     marks: dict[str, int] = {}
     if int(collection.get("_seq") or 0) > oldest:
         marks = app.read.image_marks(collection_id, after=oldest)
-    for job_id, seq in headers:
-        for image in remaining_images(app, job_id):
+    for header, seq in headers:
+        for image in remaining_images(app, header.job_id, header):
             if marks.get(image, 0) < seq:
-                found.setdefault(image, job_id)
+                found.setdefault(image, header.job_id)
     return found
 
 
 def resend_remaining(app: App, job_id: str) -> int:
     """Publish messages for exactly the images a job has left; return how many images."""
     header = _header(app, job_id)
-    left = remaining_images(app, job_id)
+    left = remaining_images(app, job_id, header)
     if not left:
         return 0
     collection = app.read.collection(header.collection_id)
@@ -189,7 +191,7 @@ def retry_failed(app: App, job_id: str) -> dict[str, Any]:
     """Plan a new job, linked to this one, for its failed images only."""
     _job(app, job_id)
     header = _header(app, job_id)
-    _, _, failed = job_progress(app, job_id)
+    _, _, failed = job_progress(app, job_id, header)
     if not failed:
         raise InvalidInput(f"job {job_id} has no failed images to retry")
     collection = app.read.collection(header.collection_id)

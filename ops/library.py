@@ -275,19 +275,13 @@ def regenerate(
     # (as `up` makes it), not a job that pauses at once because "every folder is full".
     ensure_default_folder(app)
     with app.publishing:  # one plan at a time here, and no pick-up pass in between
-        return _request_bulk(app, ids, everything, kind, force)
-
-
-def _request_bulk(
-    app: App, ids: Sequence[str], everything: bool, kind: str, force: bool
-) -> plan.BulkResult:
-    return plan.request_bulk(
-        app.events, app.read, app.actors.publish, app.settings.specs,
-        collection_ids=ids, everything=everything, kinds=kinds_from_choice(kind),
-        force=force, batch_size=app.settings.batch_size,
-        quarantine_after=app.settings.quarantine_after,
-        queued=control.queued_lookup(app),
-    )  # fmt: skip
+        return plan.request_bulk(
+            app.events, app.read, app.actors.publish, app.settings.specs,
+            collection_ids=ids, everything=everything, kinds=kinds_from_choice(kind),
+            force=force, batch_size=app.settings.batch_size,
+            quarantine_after=app.settings.quarantine_after,
+            queued=control.queued_lookup(app),
+        )  # fmt: skip
 
 
 def wait_for(

@@ -18,7 +18,6 @@ from actors.files import is_orphaned_partial
 from domain import events as ev
 from domain.errors import NoSpace, UnknownCollection
 from domain.planning import choose_folder
-from domain.views import job_status
 from ops import control, library
 from ops.bootstrap import App
 
@@ -347,7 +346,7 @@ def resume_left(
                 control.resume(app, doc["_id"], "space freed")
                 resumed[doc["_id"]] = len(control.remaining_images(app, doc["_id"]))
     for doc in app.read.unfinished_jobs():
-        if job_status(doc) not in ("queued", "running") or doc["_id"] in resumed or busy(doc):
+        if doc["_id"] in resumed or busy(doc):
             continue
         try:
             resumed[doc["_id"]] = control.resend_remaining(app, doc["_id"])

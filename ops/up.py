@@ -37,10 +37,7 @@ def run_up(app: App, paths: Sequence[str], *, as_json: bool, worker: bool) -> di
         _say(
             as_json, f"resuming {len(resumed)} unfinished jobs: {sum(resumed.values())} images left"
         )
-        app.projector.catch_up()
-        before = {j: app.read.job(j) or {} for j in resumed}
-        after = library.wait_for(app, list(resumed))
-        finished_here = [_since(view, before.get(view["id"], {})) for view in after]
+        finished_here = _wait(app, [], list(resumed))
     if not paths:
         demo = make_demo_library(app.settings.data_dir / "demo-library")
         paths = [str(demo)]
@@ -64,11 +61,8 @@ def run_up(app: App, paths: Sequence[str], *, as_json: bool, worker: bool) -> di
     # Images a running job (workers busy with it) will make were left out of the plan: wait
     # for those jobs as well, and count what they do from now on.
     others = [j for j in bulk.queued_in if j not in resumed]
-    before_others = {j: app.read.job(j) or {} for j in others}
     own = [j.job_id for j in bulk.jobs]
-    views = library.wait_for(app, own + others, progress=None if as_json else _progress_bar())
-    finished_here += [_since(v, before_others[v["id"]]) for v in views if v["id"] in others]
-    views = [v for v in views if v["id"] not in before_others]
+    views = _wait(app, own, others, progress=None if as_json else _progress_bar())
     generated = time.monotonic()  # every outcome in the log and projected
     if not as_json and (own or others):
         sys.stderr.write("\n")
@@ -131,6 +125,17 @@ def _progress_bar() -> Any:
         sys.stderr.flush()
 
     return show
+
+
+def _wait(
+    app: App, own: Sequence[str], others: Sequence[str], progress: Any = None
+) -> list[dict[str, Any]]:
+    """Wait for the jobs this run planned (`own`, counted whole) and for jobs it found under
+    way (`others`, counted from now on); what each did, as job views' counts."""
+    app.projector.catch_up()
+    before = {j: app.read.job(j) or {} for j in others}
+    views = library.wait_for(app, [*own, *others], progress=progress)
+    return [_since(v, before[v["id"]]) if v["id"] in before else v for v in views]
 
 
 def _since(view: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -40,18 +41,7 @@ def _regenerate(call: Call, kind: str) -> Response:
     )
     call.app.projector.catch_up()  # so the caller's next read shows the planned jobs
     call.state["jobs"].changed()
-    body = {
-        "bulk_id": bulk.bulk_id,
-        "images": bulk.images,
-        "current": bulk.current,
-        # Held back after repeated failures; already queued in unfinished jobs (named), which
-        # make them: a second request plans only what no job will make.
-        "quarantined": bulk.quarantined,
-        "queued": bulk.queued,
-        "queued_in": bulk.queued_in,
-        "jobs": [j.__dict__ for j in bulk.jobs],
-    }
-    return JSON(body, status_code=202)
+    return JSON(dataclasses.asdict(bulk), status_code=202)
 
 
 def _list(call: Call) -> Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -21,6 +22,12 @@ def _summary(result: object) -> dict[str, int]:
     assert isinstance(result, subprocess.CompletedProcess)
     assert result.returncode == 0, result.stderr[-3000:]
     return dict(json.loads(result.stdout))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _check_cache_files(cache: Path, expected: int) -> None:
@@ -92,8 +99,6 @@ def test_clear_errors_for_bad_paths_and_ports(tmp_path: Path, embedded: Imagecac
     assert missing.returncode == 1
     assert "no such folder" in missing.stderr
     # A port in use
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
@@ -253,17 +258,13 @@ def test_folders_change_and_output_into_a_closed_pipe(tmp_path: Path, embedded: 
 
 def test_embedded_serve_runs_the_work_its_api_plans(tmp_path: Path, embedded: Imagecache) -> None:
     # Given a generated library and `serve` in embedded mode, started without --worker
-    import socket
-    import time
     import urllib.request
 
     lib = tmp_path / "library"
     make_library(lib)
     assert embedded.run("up", str(lib), "--no-serve").returncode == 0
     (cid, *_) = [c["id"] for c in json.loads(embedded.run("collections", "list", "--json").stdout)]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = _free_port()
     server = embedded.start("serve", "--port", str(port))
     try:
         base = f"http://127.0.0.1:{port}/api/v1"
@@ -452,15 +453,11 @@ def test_the_scheduler_repairs_a_lost_file_once_and_stops_cleanly(
 def test_commands_beside_an_embedded_serve_leave_the_work_to_it(
     tmp_path: Path, embedded: Imagecache
 ) -> None:
-    import socket
-
     # Given a generated library and an embedded serve: the runner of this data folder
     lib = tmp_path / "library"
     make_library(lib)
     assert embedded.run("up", str(lib), "--no-serve").returncode == 0
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = _free_port()
     server = Imagecache({**embedded.env, "IMAGECACHE_SCAN_EVERY": "3"}).start(
         "serve", "--port", str(port)
     )

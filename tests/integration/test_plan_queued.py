@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,14 @@ from tests.integration.test_maintenance import _env, _library
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture
+def settings(tmp_path: Path, mongodb_uri: str) -> Iterator[Settings]:
+    """A fresh database on the test server, actors in process; dropped afterwards."""
+    env = _env(tmp_path, mongodb_uri)
+    yield Settings.from_env(env)
+    pymongo.MongoClient(mongodb_uri).drop_database(env["IMAGECACHE_DB"])
+
+
 def _generated(app: App, lib: Path) -> list[str]:
     """Register the library, generate everything with a worker; return the collection ids."""
     app.start_worker(2)
@@ -32,12 +41,11 @@ def _generated(app: App, lib: Path) -> list[str]:
 
 
 def test_a_second_request_leaves_queued_images_to_the_job_that_has_them(
-    tmp_path: Path, mongodb_uri: str
+    tmp_path: Path, settings: Settings
 ) -> None:
     # Given a library of six images, planned once while no worker runs
-    env = _env(tmp_path, mongodb_uri)
     lib = _library(tmp_path / "lib", good=6, corrupt=0)
-    with bootstrap(Settings.from_env(env)) as app:
+    with bootstrap(settings) as app:
         library.ensure_default_folder(app)
         library.add_root(app, lib)
         ids = library.add_collections(app, lib)
@@ -75,20 +83,18 @@ def test_a_second_request_leaves_queued_images_to_the_job_that_has_them(
         library.wait_for(app, [j.job_id for j in forced.jobs], timeout=120)
         last = library.regenerate(app, ids)
         assert (last.jobs, last.current, last.queued) == ([], 6, 0)
-    pymongo.MongoClient(mongodb_uri).drop_database(env["IMAGECACHE_DB"])
 
 
-def test_repair_twice_before_its_job_ran_plans_one_job(tmp_path: Path, mongodb_uri: str) -> None:
+def test_repair_twice_before_its_job_ran_plans_one_job(tmp_path: Path, settings: Settings) -> None:
     # Given a generated library, one of whose cache files is lost
-    env = _env(tmp_path, mongodb_uri)
     lib = _library(tmp_path / "lib", good=3, corrupt=0)
-    with bootstrap(Settings.from_env(env)) as app:
+    with bootstrap(settings) as app:
         _generated(app, lib)
         (folder,) = app.read.folder_docs()
     next(p for p in Path(folder["path"]).rglob("*.*") if p.is_file()).unlink()
 
     # When repair runs twice, with no worker (a nightly one, while the first job still waits)
-    with bootstrap(Settings.from_env(env)) as app:
+    with bootstrap(settings) as app:
         first = maintenance.repair_missing(app)
         second = maintenance.repair_missing(app)
 
@@ -96,14 +102,12 @@ def test_repair_twice_before_its_job_ran_plans_one_job(tmp_path: Path, mongodb_u
     assert (first["found_now"], first["missing"], len(first["jobs"])) == (1, 1, 1)
     assert (second["found_now"], second["missing"], second["jobs"]) == (0, 1, [])
     assert second["queued_in"] == first["jobs"]
-    pymongo.MongoClient(mongodb_uri).drop_database(env["IMAGECACHE_DB"])
 
 
-def test_the_scan_task_keeps_up_with_the_library(tmp_path: Path, mongodb_uri: str) -> None:
+def test_the_scan_task_keeps_up_with_the_library(tmp_path: Path, settings: Settings) -> None:
     # Given a generated library
-    env = _env(tmp_path, mongodb_uri)
     lib = _library(tmp_path / "lib", good=4, corrupt=0)
-    with bootstrap(Settings.from_env(env)) as app:
+    with bootstrap(settings) as app:
         _generated(app, lib)
         events_before = app.events.head()
         idle = library.refresh(app)
@@ -120,7 +124,7 @@ def test_the_scan_task_keeps_up_with_the_library(tmp_path: Path, mongodb_uri: st
     Image.new("RGB", (700, 500), (250, 10, 10)).save(lib / "album" / "g01.jpg")
     os.utime(lib / "album" / "g01.jpg", (1_800_000_000, 1_800_000_000))
     (lib / "album" / "g02.jpg").unlink()
-    with bootstrap(Settings.from_env(env)) as app:
+    with bootstrap(settings) as app:
         first = library.refresh(app)
         second = library.refresh(app)
 
@@ -133,22 +137,20 @@ def test_the_scan_task_keeps_up_with_the_library(tmp_path: Path, mongodb_uri: st
     assert (first["to_process"], len(first["jobs"]), first["problems"]) == (4, 2, [])
     # And the second left them to the first one's jobs
     assert (second["to_process"], second["jobs"], second["queued"]) == (0, [], 4)
-    pymongo.MongoClient(mongodb_uri).drop_database(env["IMAGECACHE_DB"])
 
 
 def test_a_removed_collection_is_left_out_until_its_path_is_added_again(
-    tmp_path: Path, mongodb_uri: str
+    tmp_path: Path, settings: Settings
 ) -> None:
     # Given two generated albums, and a job of the first still queued (no worker runs it)
-    env = _env(tmp_path, mongodb_uri)
     lib = _library(tmp_path / "lib", good=3, corrupt=0)
     other = lib / "other"
     other.mkdir()
     Image.new("RGB", (640, 480), (1, 2, 3)).save(other / "o.jpg")
-    with bootstrap(Settings.from_env(env)) as app:
+    with bootstrap(settings) as app:
         ids = _generated(app, lib)
     album = next(c for c in ids if c != library.folder_id(str(other)))
-    with bootstrap(Settings.from_env(env)) as app:
+    with bootstrap(settings) as app:
         (queued,) = library.regenerate(app, [album], force=True).jobs
 
         # When the album is removed, then the library is scanned and planned again
@@ -178,16 +180,14 @@ def test_a_removed_collection_is_left_out_until_its_path_is_added_again(
         assert [j.to_process for j in bulk.jobs] == [3]
         _, diffs = replay.verify(app)
         assert diffs == [], diffs[:5]
-    pymongo.MongoClient(mongodb_uri).drop_database(env["IMAGECACHE_DB"])
 
 
 def test_a_pause_stops_a_batch_between_images_and_resume_does_the_rest(
-    tmp_path: Path, mongodb_uri: str
+    tmp_path: Path, settings: Settings
 ) -> None:
     # Given one message carrying a job's four images, and no worker
-    env = _env(tmp_path, mongodb_uri, IMAGECACHE_BATCH_SIZE="8")
     lib = _library(tmp_path / "lib", good=4, corrupt=0)
-    with bootstrap(Settings.from_env(env)) as app:
+    with bootstrap(settings) as app:
         sent: list[dict[str, Any]] = []
         app.actors.publish = sent.extend  # type: ignore[method-assign]
         library.ensure_default_folder(app)
@@ -231,19 +231,17 @@ def test_a_pause_stops_a_batch_between_images_and_resume_does_the_rest(
         done = app.read.job(job.job_id)
         assert done is not None
         assert (done["status"], done["generated"], done["skipped"]) == ("finished", 8, 0)
-    pymongo.MongoClient(mongodb_uri).drop_database(env["IMAGECACHE_DB"])
 
 
 def test_a_removed_root_collection_stays_out_of_scans_and_up(
-    tmp_path: Path, mongodb_uri: str
+    tmp_path: Path, settings: Settings
 ) -> None:
     # Given a library root that holds its images itself: the root is the collection
-    env = _env(tmp_path, mongodb_uri)
     root = tmp_path / "shelf"
     root.mkdir()
     for i in range(2):
         Image.new("RGB", (640, 480), (i, 2, 3)).save(root / f"p{i}.jpg")
-    with bootstrap(Settings.from_env(env)) as app:
+    with bootstrap(settings) as app:
         library.ensure_default_folder(app)
         library.add_root(app, root)
         (cid,) = library.add_collections(app, root)
@@ -285,4 +283,3 @@ def test_a_removed_root_collection_stays_out_of_scans_and_up(
 
         # And adding exactly its path (`collections add`) brings it back
         assert library.add_collections(app, root, revive=True) == [cid]
-    pymongo.MongoClient(mongodb_uri).drop_database(env["IMAGECACHE_DB"])
