@@ -148,7 +148,10 @@ class App:
             start_worker(self.actors.broker, threads or self.settings.worker_threads)
         )
         if self.embedded and not any(t.name == "pickup" for t in self._threads):
+            from ops.maintenance import remove_partials
+
             self.projector.catch_up()
+            remove_partials(self)  # what a killed runner left half written, as recover does
             self.picked_up = self.pick_up()
             t = threading.Thread(target=self._pick_up_forever, name="pickup", daemon=True)
             t.start()

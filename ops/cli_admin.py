@@ -78,7 +78,6 @@ def _recover_embedded(app: App) -> dict[str, int] | None:
     """Embedded, the runner of the data folder re-sends what is left as it starts, and takes
     up every unfinished job it has no message of: become it and run them, or leave them to
     the process that is."""
-    maintenance.remove_partials(app)
     if not app.start_worker():
         print(
             f"imagecache process {app.runner_pid()} runs the work of this data folder: it takes"
