@@ -20,6 +20,7 @@ from actors.files import LocalFileStore
 from actors.generate import Generator
 from domain.errors import InvalidInput, ServiceUnavailable
 from ops.embedded import EmbeddedServer
+from ops.private import make_private_folder, open_private
 from ops.settings import Settings
 from projections.event_log import MongoEventLog
 from projections.projector import Projector
@@ -30,6 +31,7 @@ log = logging.getLogger("imagecache")
 RUNNER_LOCK = "runner.lock"
 PICKUP_EVERY = 2.0  # seconds: how soon the runner takes up a job another command planned
 PAUSED_EVERY = 60.0  # seconds: how often it looks whether a job paused for space can go on
+_AUTH_FAILED = 18  # MongoDB's error code
 
 
 class SystemClock:
@@ -114,7 +116,8 @@ class App:
         return None
 
     def _become_runner(self) -> bool:
-        f = open(self.settings.data_dir / RUNNER_LOCK, "a+")  # noqa: SIM115  (held open)
+        fd = open_private(self.settings.data_dir / RUNNER_LOCK, os.O_RDWR | os.O_APPEND)
+        f = os.fdopen(fd, "a+")  # held open: the flock lasts as long as this file
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -221,6 +224,13 @@ def connect(uri: str, database: str) -> tuple[pymongo.MongoClient[Any], Database
         client.admin.command("ping")
     except pymongo.errors.PyMongoError as exc:
         client.close()
+        if isinstance(exc, pymongo.errors.OperationFailure) and exc.code == _AUTH_FAILED:
+            raise ServiceUnavailable(
+                f"MongoDB at {redact(uri)} refused the credentials: {short_reason(exc)}",
+                hint="correct the user and password in MONGODB_URI; without it, stop every"
+                " imagecache process of this data folder (an older version's too) and start"
+                " again",
+            ) from None
         raise ServiceUnavailable(
             f"MongoDB at {redact(uri)} did not answer: {short_reason(exc)}",
             hint="start it, or correct MONGODB_URI (without it, imagecache runs its own"
@@ -236,11 +246,12 @@ def bootstrap(settings: Settings, *, long_running: bool = False) -> Iterator[App
     `long_running` commands get the embedded database in a process of its own."""
     with contextlib.ExitStack() as stack:
         try:
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            make_private_folder(settings.data_dir)  # 0700: its state is for its processes only
         except OSError as exc:
             raise InvalidInput(
-                f"cannot create the data folder {settings.data_dir}: {exc.strerror}",
-                hint="set IMAGECACHE_DATA to a folder this user can write",
+                f"cannot create the data folder {settings.data_dir}, or make it private:"
+                f" {exc.strerror}",
+                hint="set IMAGECACHE_DATA to a folder this user can write (and owns)",
             ) from None
         uri = settings.mongodb_uri
         if uri is None:

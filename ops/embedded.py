@@ -8,6 +8,10 @@ Long-running commands (`up`, `serve`, workers) run the server as a child
 process: it is pure Python, and in our own process it would share one GIL with
 the actors and the projector. Short commands run it in process (0.1 s to start
 instead of about 1.5 s). Either way it stops with its owner, SIGKILL included.
+
+It admits only the data folder's processes (see `ops.dbauth`, `ops.dbserver`): they read
+the credentials from `db-credentials.json` (0600) in the data folder (0700); the address
+file holds no secret, and is 0600 too.
 """
 
 from __future__ import annotations
@@ -17,14 +21,11 @@ import ctypes
 import json
 import logging
 import os
+import select
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
-import urllib.parse
-from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -32,31 +33,28 @@ from typing import Any
 import pymongo
 
 from domain.errors import ServiceUnavailable
+from ops import dbauth
+from ops.dbserver import PRIVATE_UMASK, ServerThread, waking_accept
+from ops.private import make_private_folder, open_private, tighten_tree, write_private
 
 log = logging.getLogger("imagecache.embedded")
 
 START_TIMEOUT = 60.0
 _PR_SET_PDEATHSIG = 1
+_ROOT = Path(__file__).resolve().parents[1]  # holds the `ops` package the child runs
 
 
-def _answers(uri: str, timeout_ms: int = 1500) -> bool:
+def _answers(address: str, timeout_ms: int = 1500) -> bool:
+    """Whether a server answers at `address`: `ping` needs no credentials."""
     try:
         client: pymongo.MongoClient[Any] = pymongo.MongoClient(
-            uri, serverSelectionTimeoutMS=timeout_ms
+            address, serverSelectionTimeoutMS=timeout_ms
         )
         client.admin.command("ping")
         client.close()
         return True
     except pymongo.errors.PyMongoError:
         return False
-
-
-def _listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-    except OSError:
-        return False
-    return True
 
 
 def _alive(pid: int) -> bool:
@@ -72,70 +70,46 @@ def _alive(pid: int) -> bool:
 def _child_preexec() -> None:
     """In the child, before exec: SIGTERM when the parent dies (Linux), so no server leaks;
     and a process group of its own, so that Ctrl-C in a terminal (SIGINT to the foreground
-    group; SecantusDB stops on it) leaves the database up until the parent has finished
-    with it and stops it itself."""
+    group) leaves the database up until the parent has finished with it and stops it
+    itself."""
     os.setpgrp()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-@contextlib.contextmanager
-def _waking_accept(uri: str) -> Iterator[None]:
-    """While stopping a server, connect to its port now and then.
-
-    SecantusDB's stop closes its listening socket and joins the accept thread with a 2 s
-    timeout, but on Linux closing a socket does not wake a thread blocked in accept(): every
-    stop took 2 s. A connection wakes it, and it then sees that it must stop.
-    """
-    address = urllib.parse.urlsplit(uri)
-    host, port = address.hostname or "127.0.0.1", address.port
-    done = threading.Event()
-
-    def poke() -> None:
-        while not done.wait(0.05):
-            with contextlib.suppress(OSError):
-                socket.create_connection((host, port), timeout=0.2).close()
-
-    thread = threading.Thread(target=poke, name="wake-accept", daemon=True)
-    if port is not None:
-        thread.start()
-    try:
-        yield
-    finally:
-        done.set()
-        if thread.is_alive():
-            thread.join(timeout=1.0)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class EmbeddedServer:
-    """Start (or join) the embedded server of a data folder; `.uri` to connect."""
+    """Start (or join) the embedded server of a data folder; `.uri` (with the credentials)
+    to connect, `.address` (without) to show."""
 
     def __init__(self, data_dir: Path, *, separate_process: bool = False) -> None:
         self._dir = data_dir
         self._marker = data_dir / "embedded.json"
+        self._credentials = data_dir / dbauth.CREDENTIALS_FILE
         self._separate = separate_process
-        self._server: Any = None
+        self._thread: ServerThread | None = None
         self._child: subprocess.Popen[bytes] | None = None
+        self.address = ""
         self.uri = ""
 
     @property
     def owner(self) -> bool:
         """Whether this process started the server (else it joined another process's)."""
-        return self._server is not None or self._child is not None
+        return self._thread is not None or self._child is not None
 
     def __enter__(self) -> EmbeddedServer:
-        self._dir.mkdir(parents=True, exist_ok=True)
+        try:
+            make_private_folder(self._dir)
+        except OSError as exc:
+            raise ServiceUnavailable(
+                f"cannot make the data folder {self._dir} private: {exc.strerror}",
+                hint="set IMAGECACHE_DATA to a folder this user owns",
+            ) from None
         if self._marker.exists():
             with contextlib.suppress(ValueError, OSError, KeyError):
                 found = json.loads(self._marker.read_text())
                 if _alive(int(found["pid"])) and _answers(found["uri"]):
-                    self.uri = str(found["uri"])
+                    self.address = str(found["uri"])
+                    self.uri = dbauth.load(self._credentials).uri(self.address)
                     return self
         try:
             import secantus  # noqa: F401  (only to say clearly when it is missing)
@@ -145,54 +119,70 @@ class EmbeddedServer:
                 hint="install the `embedded` extra (./ops/up does) or set MONGODB_URI",
             ) from exc
         storage = self._dir / "db"
-        pid = self._start_child(storage) if self._separate else self._start_here(storage)
-        tmp = self._marker.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"pid": pid, "uri": self.uri}))
-        tmp.replace(self._marker)
-        log.info("embedded database on %s (data in %s)", self.uri, storage)
+        tighten_tree(storage)  # made by an older version, or left by a killed process
+        creds = dbauth.load_or_create(self._credentials)
+        pid = self._start_child(storage) if self._separate else self._start_here(storage, creds)
+        self.uri = creds.uri(self.address)
+        marker = {"pid": pid, "uri": self.address}  # no secret: the address alone
+        write_private(self._marker, json.dumps(marker).encode())
+        log.info("embedded database on %s (data in %s)", self.address, storage)
         return self
 
-    def _start_here(self, storage: Path) -> int:
-        from secantus import SecantusDBServer
-
-        # replica_set_name=None turns the change log off: with it, writes slow down over time.
-        self._server = SecantusDBServer(storage_path=str(storage), replica_set_name=None)
+    def _start_here(self, storage: Path, creds: dbauth.DbCredentials) -> int:
+        self._thread = ServerThread(storage, creds)
         try:
-            self._server.__enter__()
+            self.address = self._thread.start(START_TIMEOUT)
         except Exception as exc:
+            self._thread = None
             raise ServiceUnavailable(
                 f"the embedded database in {storage} did not start: {exc}"
             ) from exc
-        self.uri = str(self._server.uri)
         return os.getpid()
 
     def _start_child(self, storage: Path) -> int:
-        port = _free_port()
-        config = self._dir / "secantusd.toml"
-        config.touch()  # an empty config: never pick up one from elsewhere on the machine
         log_path = self._dir / "db.log"
-        code = "import sys; from secantus.cli import main; sys.exit(main())"
-        args = [sys.executable, "-c", code, "--standalone", "--host", "127.0.0.1",
-                "--port", str(port), "--storage-path", str(storage), "--config", str(config),
-                "--log-level", "WARNING"]  # fmt: skip
-        with open(log_path, "ab") as out:
+        ready, ready_w = os.pipe()
+        args = [sys.executable, "-m", "ops.dbserver", "--storage", str(storage),
+                "--credentials", str(self._credentials), "--ready-fd", str(ready_w)]  # fmt: skip
+        # The child runs this checkout's `ops`, wherever it was started from.
+        path = os.pathsep.join(p for p in (str(_ROOT), os.environ.get("PYTHONPATH")) if p)
+        out = open_private(log_path, os.O_WRONLY | os.O_APPEND)
+        try:
             self._child = subprocess.Popen(
-                args, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_child_preexec
+                args, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_child_preexec,
+                pass_fds=(ready_w,), umask=PRIVATE_UMASK, env={**os.environ, "PYTHONPATH": path},
+            )  # fmt: skip
+        finally:
+            os.close(out)
+            os.close(ready_w)
+        try:
+            port = self._read_port(ready)
+        finally:
+            os.close(ready)
+        if port is None:
+            tail = log_path.read_text(errors="replace")[-2000:]
+            self._stop_child()
+            raise ServiceUnavailable(
+                f"the embedded database in {storage} did not start: {tail.strip()[-500:]}",
+                hint=f"see {log_path}",
             )
-        self.uri = f"mongodb://127.0.0.1:{port}/"
+        self.address = f"mongodb://127.0.0.1:{port}/"
+        return self._child.pid if self._child is not None else 0
+
+    def _read_port(self, ready: int) -> int | None:
+        """The port the child writes once it listens; None if it stopped or took too long."""
         deadline = time.monotonic() + START_TIMEOUT
-        # Wait for the port with plain connects every 20 ms, then ask the server once: a
-        # client's server selection retries a refused connection only every 500 ms.
-        while not _listening(port) or not _answers(self.uri, timeout_ms=500):
-            if self._child.poll() is not None or time.monotonic() > deadline:
-                tail = log_path.read_text(errors="replace")[-2000:]
-                self._stop_child()
-                raise ServiceUnavailable(
-                    f"the embedded database in {storage} did not start: {tail.strip()[-500:]}",
-                    hint=f"see {log_path}",
-                )
-            time.sleep(0.02)
-        return self._child.pid
+        got = b""
+        while time.monotonic() < deadline:
+            readable, _, _ = select.select([ready], [], [], 0.5)
+            if readable:
+                chunk = os.read(ready, 64)
+                if not chunk:  # the child closed it: it stopped without listening
+                    return None
+                got += chunk
+                if got.endswith(b"\n"):
+                    return int(got)
+        return None
 
     def _stop_child(self) -> None:
         child, self._child = self._child, None
@@ -200,7 +190,7 @@ class EmbeddedServer:
             return
         child.terminate()
         try:
-            with _waking_accept(self.uri):
+            with waking_accept(self.address):
                 child.wait(timeout=30)
         except subprocess.TimeoutExpired:
             log.error("the embedded database did not stop in 30 s; killing it")
@@ -213,8 +203,9 @@ class EmbeddedServer:
         if self.owner:
             with contextlib.suppress(OSError):
                 self._marker.unlink()
-        if self._server is not None:
-            with _waking_accept(self.uri):
-                self._server.__exit__(et, e, tb)
-            self._server = None
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.stop()
+            if not thread.private_umask:  # the files WiredTiger made meanwhile (not Linux)
+                tighten_tree(self._dir / "db")
         self._stop_child()
