@@ -22,9 +22,11 @@ OTHERS = 0o077  # group and other permissions: what a private entry must not hav
 
 def _tighten_one(path: Path, st: os.stat_result) -> bool:
     mode = stat.S_IMODE(st.st_mode)
-    if not mode & OTHERS:
+    # A symlink's own mode means nothing (Linux cannot even change it); where it points
+    # may be anyone's.
+    if stat.S_ISLNK(st.st_mode) or not mode & OTHERS:
         return False
-    os.chmod(path, mode & ~OTHERS, follow_symlinks=False)
+    os.chmod(path, mode & ~OTHERS)
     return True
 
 
@@ -36,19 +38,19 @@ def make_private_folder(path: Path) -> None:
     st = path.stat()
     was = stat.S_IMODE(st.st_mode)
     opened = _tighten_one(path, st)
-    files = 0
     with os.scandir(path) as entries:
         for entry in entries:
             # Files only: the folders in it (the database, cache folders, the demo library)
             # are private by this one, and a cache folder may be large.
             if entry.is_file(follow_symlinks=False):
-                files += _tighten_one(Path(entry.path), entry.stat(follow_symlinks=False))
+                with contextlib.suppress(FileNotFoundError):  # replaced meanwhile
+                    _tighten_one(Path(entry.path), entry.stat(follow_symlinks=False))
     if opened:
-        # Only here could another user have read anything: say so, once.
+        # Only then could another user have read anything in it: say so, once.
         log.warning(
-            "the data folder %s was open to other users (mode %o): made it private (0700), "
-            "and %d of its files 0600",
-            path, was, files,
+            "the data folder %s was open to other users (mode %o): it is private now"
+            " (0700, its files 0600)",
+            path, was,
         )  # fmt: skip
 
 

@@ -201,8 +201,8 @@ def test_an_old_data_folder_is_made_private_and_gets_the_user_and_keeps_its_data
     assert loose == []
     said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert [m for m in said if "open to other users (mode 755)" in m] == [
-        f"the data folder {data} was open to other users (mode 755): made it private (0700),"
-        " and 2 of its files 0600"
+        f"the data folder {data} was open to other users (mode 755): it is private now"
+        " (0700, its files 0600)"
     ], said
     removed = "removed database users that only someone without credentials could have added"
     told = (data / "db.log").read_text() if separate_process else "\n".join(said)
