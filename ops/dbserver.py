@@ -139,6 +139,7 @@ class ServerThread:
         from starting."""
         self._thread.start()
         if not self._ready.wait(timeout):
+            self._stop.set()  # it stops as soon as it has started
             raise TimeoutError(f"the database did not start in {timeout:.0f} s")
         if self._error is not None:
             raise self._error
