@@ -37,6 +37,7 @@ from web.auth import TokenAuth, load_or_create_token
 from web.endpoint import Endpoint, route
 from web.openapi import document
 from web.orders import ImageOrder, JobOrder
+from web.redact import Redactor
 from web.responses import JSON
 from web.routes_images import FolderRoots, RenditionCache, ServedLog
 from web.routes_misc import service_version
@@ -88,15 +89,16 @@ def create_app(app: App, env: Mapping[str, str] | None = None) -> Starlette:
         *(route(e, app, web, state) for e in table),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
+    handle = problems.handler(Redactor(app).path_free)
     return Starlette(
         routes=routes,
         middleware=[Middleware(TokenAuth, web=web)],
         # Expected errors are answered by Starlette's ExceptionMiddleware; anything else
         # reaches ServerErrorMiddleware, which answers the same way and logs the trace.
         exception_handlers={
-            HTTPException: problems.handle,
-            ImageCacheError: problems.handle,
-            problems.HTTPProblem: problems.handle,
-            Exception: problems.handle,
+            HTTPException: handle,
+            ImageCacheError: handle,
+            problems.HTTPProblem: handle,
+            Exception: handle,
         },
     )
