@@ -9,7 +9,7 @@ Errors become `application/problem+json` in one place (web/problems.py).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from web.redact import Redactor
 from web.responses import JSON
 from web.routes_images import FolderRoots, RenditionCache, ServedLog
 from web.routes_misc import service_version
+from web.sessions import Sessions
 from web.settings import WebSettings
 
 STATIC = Path(__file__).parent / "static"
@@ -57,12 +58,18 @@ def endpoints() -> list[Endpoint]:
     ]
 
 
-def create_app(app: App, env: Mapping[str, str] | None = None) -> Starlette:
-    """The web application over a wired App; settings of its own come from `env`."""
+def create_app(
+    app: App, env: Mapping[str, str] | None = None, *, clock: Callable[[], float] | None = None
+) -> Starlette:
+    """The web application over a wired App; settings of its own come from `env`, the time
+    of day for sessions from `clock` (the App's clock by default)."""
     env = os.environ if env is None else env
-    web = WebSettings.from_env(env, load_or_create_token(app.settings, env))
+    token = load_or_create_token(app.settings, env)
+    web = WebSettings.from_env(env, token, listen=app.settings.host)
+    sessions = Sessions(app.db, web.session_seconds, clock or app.clock.now)
     table = endpoints()
     state: dict[str, Any] = {
+        "sessions": sessions,
         "roots": FolderRoots(app),
         "jobs": JobOrder(app),
         "images": ImageOrder(app),
@@ -92,7 +99,7 @@ def create_app(app: App, env: Mapping[str, str] | None = None) -> Starlette:
     handle = problems.handler(Redactor(app).path_free)
     return Starlette(
         routes=routes,
-        middleware=[Middleware(TokenAuth, web=web)],
+        middleware=[Middleware(TokenAuth, web=web, sessions=sessions)],
         # Expected errors are answered by Starlette's ExceptionMiddleware; anything else
         # reaches ServerErrorMiddleware, which answers the same way and logs the trace.
         exception_handlers={

@@ -194,7 +194,7 @@ def route(endpoint: Endpoint, app: App, web: WebSettings, state: dict[str, Any])
         if isinstance(body.get("path"), str):
             # An error may echo the path the request sent, and no other (web/redact.py).
             request.state.sent_path = body["path"]
-        https = request.url.scheme == "https"
+        https = request.scope.get("scheme") == "https"
         call = Call(app, web, path, query, body, request.headers, state, https)
         return await run_in_threadpool(endpoint.handler, call)
 
