@@ -34,6 +34,7 @@ from web import (
     routes_misc,
 )
 from web.auth import TokenAuth, load_or_create_token
+from web.edges import HostCheck, SecurityHeaders
 from web.endpoint import Endpoint, route
 from web.openapi import document
 from web.orders import ImageOrder, JobOrder
@@ -99,7 +100,13 @@ def create_app(
     handle = problems.handler(Redactor(app).path_free)
     return Starlette(
         routes=routes,
-        middleware=[Middleware(TokenAuth, web=web, sessions=sessions)],
+        # Outermost first: every answer gets the security headers, the Host is checked
+        # before anything else is looked at, then who is asking.
+        middleware=[
+            Middleware(SecurityHeaders),
+            Middleware(HostCheck, web=web),
+            Middleware(TokenAuth, web=web, sessions=sessions),
+        ],
         # Expected errors are answered by Starlette's ExceptionMiddleware; anything else
         # reaches ServerErrorMiddleware, which answers the same way and logs the trace.
         exception_handlers={
