@@ -84,6 +84,7 @@ class WebSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], token: str, listen: str = "127.0.0.1") -> WebSettings:
+        """The settings from `env`; `listen` is the host the server listens on."""
         return cls(
             token=token,
             open_reads=flag(env, "IMAGECACHE_OPEN_READS"),
