@@ -51,6 +51,11 @@ def _read_token(path: Path) -> str:
         stored = path.read_bytes().decode("utf-8").strip()
     except UnicodeDecodeError:
         stored = ""
+    except OSError as exc:  # a folder in its place, no permission
+        raise TokenRefused(
+            f"cannot read the API token file {path}: {exc.strerror}",
+            hint=f"make it a readable file, or delete it to have one made, or set {ENV_TOKEN}",
+        ) from None
     if len(stored) < MIN_TOKEN:
         what = "is empty" if not stored else f"holds only {len(stored)} characters"
         raise TokenRefused(

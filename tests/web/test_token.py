@@ -36,6 +36,13 @@ def test_an_empty_or_short_token_file_is_refused(tmp_path: Path, content: str | 
     assert "delete the file" in message and "IMAGECACHE_API_TOKEN" in message
 
 
+def test_a_token_file_that_cannot_be_read_is_refused(tmp_path: Path) -> None:
+    # Given a folder where the token file should be
+    (tmp_path / TOKEN_FILE).mkdir()
+    with pytest.raises(TokenRefused, match="cannot read the API token file"):
+        load_or_create_token(_settings(tmp_path), {})
+
+
 @pytest.mark.parametrize("blank", ["", " ", "\t\n"])
 def test_a_blank_token_setting_is_refused(tmp_path: Path, blank: str) -> None:
     # Given IMAGECACHE_API_TOKEN set, but to nothing: When the token is loaded
