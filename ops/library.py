@@ -20,6 +20,7 @@ from domain.specs import KINDS, kinds_from_choice
 from domain.views import job_status
 from ops import control
 from ops.bootstrap import App
+from ops.paths import checked_path
 
 log = logging.getLogger("imagecache.library")
 
@@ -36,7 +37,7 @@ def library_roots(app: App) -> list[str]:
 
 def add_root(app: App, path: str | Path) -> str:
     """Allow collections under `path`; refuse what is not a readable folder."""
-    real = Path(path).expanduser()
+    real = checked_path(path).expanduser()
     if not real.exists():
         raise InvalidInput(f"{real} does not exist", hint="give the folder of your library")
     if not real.is_dir():
@@ -67,6 +68,7 @@ def _overlaps(a: Path, b: Path) -> bool:
 def add_collections(app: App, path: str | Path, *, revive: bool = False) -> list[str]:
     """Register the collection at `path` (or every collection under it, but those removed;
     with `revive`, a removed collection at exactly `path` is registered again)."""
+    checked_path(path)
     app.projector.catch_up()
     return scan.register(
         app.events, path, library_roots(app), removed=app.read.removed_collections(),
@@ -181,7 +183,7 @@ def add_folder(
     the default folder in the data folder), so a typo does not make a tree somewhere. It
     must be writable and apart from every library root: cache files inside a library would
     be scanned as pictures, and pictures inside a cache folder taken for its files."""
-    real = Path(path).expanduser().absolute()
+    real = checked_path(path).expanduser().absolute()
     _check_capacity(capacity)
     fid = folder_id(str(real))
     _check_apart(app, real, fid)

@@ -9,7 +9,7 @@ Errors become `application/problem+json` in one place (web/problems.py).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +34,15 @@ from web import (
     routes_misc,
 )
 from web.auth import TokenAuth, load_or_create_token
+from web.edges import HostCheck, SecurityHeaders
 from web.endpoint import Endpoint, route
 from web.openapi import document
 from web.orders import ImageOrder, JobOrder
+from web.redact import Redactor
 from web.responses import JSON
 from web.routes_images import FolderRoots, RenditionCache, ServedLog
 from web.routes_misc import service_version
+from web.sessions import Sessions
 from web.settings import WebSettings
 
 STATIC = Path(__file__).parent / "static"
@@ -56,12 +59,18 @@ def endpoints() -> list[Endpoint]:
     ]
 
 
-def create_app(app: App, env: Mapping[str, str] | None = None) -> Starlette:
-    """The web application over a wired App; settings of its own come from `env`."""
+def create_app(
+    app: App, env: Mapping[str, str] | None = None, *, clock: Callable[[], float] | None = None
+) -> Starlette:
+    """The web application over a wired App; settings of its own come from `env`, the time
+    of day for sessions from `clock` (the App's clock by default)."""
     env = os.environ if env is None else env
-    web = WebSettings.from_env(env, load_or_create_token(app.settings, env))
+    token = load_or_create_token(app.settings, env)
+    web = WebSettings.from_env(env, token, listen=app.settings.host)
+    sessions = Sessions(app.db, web.session_seconds, clock or app.clock.now)
     table = endpoints()
     state: dict[str, Any] = {
+        "sessions": sessions,
         "roots": FolderRoots(app),
         "jobs": JobOrder(app),
         "images": ImageOrder(app),
@@ -88,15 +97,22 @@ def create_app(app: App, env: Mapping[str, str] | None = None) -> Starlette:
         *(route(e, app, web, state) for e in table),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
+    handle = problems.handler(Redactor(app).path_free)
     return Starlette(
         routes=routes,
-        middleware=[Middleware(TokenAuth, web=web)],
+        # Outermost first: every answer gets the security headers, the Host is checked
+        # before anything else is looked at, then who is asking.
+        middleware=[
+            Middleware(SecurityHeaders),
+            Middleware(HostCheck, web=web),
+            Middleware(TokenAuth, web=web, sessions=sessions),
+        ],
         # Expected errors are answered by Starlette's ExceptionMiddleware; anything else
         # reaches ServerErrorMiddleware, which answers the same way and logs the trace.
         exception_handlers={
-            HTTPException: problems.handle,
-            ImageCacheError: problems.handle,
-            problems.HTTPProblem: problems.handle,
-            Exception: problems.handle,
+            HTTPException: handle,
+            ImageCacheError: handle,
+            problems.HTTPProblem: handle,
+            Exception: handle,
         },
     )

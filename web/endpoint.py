@@ -8,6 +8,7 @@ JSON schemas the OpenAPI document publishes, so the two cannot drift apart.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +61,7 @@ class Call:
     body: dict[str, Any]
     headers: Headers
     state: dict[str, Any]
+    https: bool = False  # the request came over https (cookies then get Secure)
 
 
 Handler = Callable[[Call], Response]
@@ -86,11 +88,30 @@ class Endpoint:
         return self.method not in ("GET", "HEAD")
 
 
+INTEGER = re.compile(r"-?[0-9]+", re.ASCII)
+MAX_DIGITS = 30  # more is out of every range we take; refused before int() reads it
+
+
+def _shown(name: str, limit: int = 60) -> str:
+    return repr(name if len(name) <= limit else name[:limit] + "...")
+
+
+def _range(schema: Schema) -> str:
+    lo, hi = schema.get("minimum"), schema.get("maximum")
+    if lo is not None and hi is not None:
+        return f" from {lo} to {hi}"
+    return f" of at least {lo}" if lo is not None else ""
+
+
 def _coerce(raw: str, schema: Schema, name: str) -> Any:
     kind = schema.get("type")
     if kind == "integer":
-        if not raw.lstrip("-").isdigit() or len(raw) > 20:
-            raise InvalidInput(f"{name} must be a whole number")
+        # Only ASCII digits with one optional leading minus: str.isdigit and int() also
+        # take "²", "٣" or "1_000", which are no numbers a client means to send.
+        if len(raw) > MAX_DIGITS or not INTEGER.fullmatch(raw):
+            raise InvalidInput(
+                f"{name} must be a whole number{_range(schema)}, written with the digits 0-9"
+            )
         return int(raw)
     if kind == "boolean":
         if raw not in ("true", "false"):
@@ -102,7 +123,18 @@ def _coerce(raw: str, schema: Schema, name: str) -> Any:
 def parse_params(
     params: tuple[Param, ...], path: Mapping[str, str], query: Any
 ) -> tuple[dict[str, str], dict[str, Any]]:
-    """Validated path and query values; defaults filled in, unknown query names ignored."""
+    """Validated path and query values, defaults filled in.
+
+    A query parameter the operation does not take, or one given twice, is refused: a typo
+    would otherwise be ignored silently, and of two values neither is clearly the one meant.
+    """
+    known = [p.name for p in params if p.where == "query"]
+    for name in dict.fromkeys(query.keys()):
+        if name not in known:
+            takes = f"it takes {', '.join(known)}" if known else "it takes none"
+            raise InvalidInput(f"unknown query parameter {_shown(name)}: {takes}")
+        if len(query.getlist(name)) > 1:
+            raise InvalidInput(f"the query parameter {_shown(name)} is given more than once")
     path_out: dict[str, str] = {}
     query_out: dict[str, Any] = {}
     for p in params:
@@ -159,7 +191,11 @@ def route(endpoint: Endpoint, app: App, web: WebSettings, state: dict[str, Any])
         raw = await read_body(request, web.body_limit)
         path, query = parse_params(endpoint.params, request.path_params, request.query_params)
         body = parse_body(raw, endpoint.body)
-        call = Call(app, web, path, query, body, request.headers, state)
+        if isinstance(body.get("path"), str):
+            # An error may echo the path the request sent, and no other (web/redact.py).
+            request.state.sent_path = body["path"]
+        https = request.scope.get("scheme") == "https"
+        call = Call(app, web, path, query, body, request.headers, state, https)
         return await run_in_threadpool(endpoint.handler, call)
 
     return Route(endpoint.path, asgi_endpoint, methods=[endpoint.method])

@@ -11,8 +11,10 @@ from web.schemas import COMPONENTS, ref
 
 PROBLEM = "application/problem+json"
 ERROR_TEXT = {
-    400: "the request is invalid; the problem says what to fix",
-    401: "a token is required (Authorization: Bearer <token>)",
+    400: "the request is invalid (a parameter, the body, or the Host header); the problem says"
+    " what to fix",
+    401: "a token is required (Authorization: Bearer <token>), or a session cookie with its"
+    " X-CSRF-Token header for a change",
     404: "no such thing; the problem says how to find or make it",
     409: "the current state does not allow this; the problem says what to do",
     413: "the request body is too large",
@@ -37,7 +39,8 @@ def _responses(e: Endpoint) -> dict[str, Any]:
         out[str(status)] = {"description": text}
         if media:
             out[str(status)]["content"] = _content(media, schema)
-    codes = set(e.errors)
+    # Any operation may get a malformed query or an unknown Host header.
+    codes = set(e.errors) | {400}
     if not e.public:
         codes.add(401)
     if e.body is not None:
@@ -82,7 +85,7 @@ def _operation(e: Endpoint) -> dict[str, Any]:
     if e.public:
         op["security"] = []
     elif e.changes:
-        op["security"] = [{"bearer": []}]
+        op["security"] = [{"bearer": []}, {"cookie": [], "csrf": []}]
     return op
 
 
@@ -94,6 +97,7 @@ def _extra() -> dict[str, Any]:
         "description": ERROR_TEXT[401],
         "content": {PROBLEM: {"schema": ref("Problem")}},
     }
+    invalid = {"description": ERROR_TEXT[400], "content": {PROBLEM: {"schema": ref("Problem")}}}
     return {
         "/": {
             "get": {
@@ -101,7 +105,7 @@ def _extra() -> dict[str, Any]:
                 "summary": "The web page",
                 "tags": ["page"],
                 "security": [],
-                "responses": {"200": html},
+                "responses": {"200": html, "400": invalid},
             }
         },
         "/metrics": {
@@ -109,7 +113,7 @@ def _extra() -> dict[str, Any]:
                 "operationId": "get_metrics",
                 "tags": ["service"],
                 "summary": "Prometheus metrics (text exposition format)",
-                "responses": {"200": text, "401": unauthorised},
+                "responses": {"200": text, "400": invalid, "401": unauthorised},
             }
         },
     }
@@ -127,7 +131,10 @@ def document(endpoints: Iterable[Endpoint], version: str) -> dict[str, Any]:
             "title": "imagecache",
             "version": version,
             "description": "Cache images and thumbnails for large image libraries. Errors are "
-            "application/problem+json. Changes need 'Authorization: Bearer <token>'.",
+            "application/problem+json and name no server path but the one the request sent. "
+            "Changes need 'Authorization: Bearer <token>', or the page's session cookie with "
+            "the session's X-CSRF-Token header; reads the token or the cookie. Query "
+            "parameters an operation does not take, or given twice, are refused.",
         },
         "servers": [{"url": "/"}],
         "paths": paths,
@@ -136,6 +143,7 @@ def document(endpoints: Iterable[Endpoint], version: str) -> dict[str, Any]:
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "cookie": {"type": "apiKey", "in": "cookie", "name": "imagecache_session"},
+                "csrf": {"type": "apiKey", "in": "header", "name": "X-CSRF-Token"},
             },
         },
         "security": [{"bearer": []}, {"cookie": []}],

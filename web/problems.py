@@ -1,14 +1,19 @@
 """Errors to HTTP, in one place: every failure becomes an `application/problem+json` answer.
 
 A problem says what went wrong and what to do. It never carries a stack trace,
-and the messages written here for file serving never name a filesystem path.
+and never a server path: the messages of the use cases are written for the
+operator at a terminal, so their details pass through `scrub` (web/redact.py),
+which keeps the path the request sent and names everything else by id or name.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 import dramatiq.errors
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -56,16 +61,20 @@ def _type(status: int) -> str:
     return f"https://imagecache.invalid/problems/{status}"
 
 
-def to_response(exc: Exception, path: str) -> Response:
+def _same(text: str) -> str:
+    return text
+
+
+def to_response(exc: Exception, path: str, scrub: Callable[[str], str] = _same) -> Response:
     """The problem answer for any exception raised while serving `path`."""
     if isinstance(exc, HTTPProblem):
-        return problem(exc.status, exc.title, exc.detail, _type(exc.status))
+        return problem(exc.status, exc.title, scrub(exc.detail), _type(exc.status))
     if isinstance(exc, UnknownCollection | UnknownFolder | UnknownJob):
-        return problem(404, "not found", str(exc), _type(404))
+        return problem(404, "not found", scrub(str(exc)), _type(404))
     if isinstance(exc, PathOutsideRoots):
-        return problem(400, "path outside the library roots", str(exc), _type(400))
+        return problem(400, "path outside the library roots", scrub(str(exc)), _type(400))
     if isinstance(exc, InvalidInput):
-        return problem(400, "invalid request", str(exc), _type(400))
+        return problem(400, "invalid request", scrub(str(exc)), _type(400))
     if isinstance(exc, ServiceUnavailable) or _broker_failed(exc):
         # Its message may carry a connection URI with credentials: log it, do not send it.
         log.error("service unavailable on %s: %s", path, exc)
@@ -86,9 +95,17 @@ def to_response(exc: Exception, path: str) -> Response:
     return problem(500, "internal error", "the server failed; see its log for details", _type(500))
 
 
-async def handle(request: Request, exc: Exception) -> Response:
-    """Starlette exception handler: map anything to a problem answer."""
-    return to_response(exc, request.url.path)
+def handler(scrub: Callable[[str, list[str]], str]) -> Callable[..., Any]:
+    """A Starlette exception handler mapping anything to a problem answer whose details
+    name no path but those the request sent (`scrub(text, sent)`)."""
+
+    async def handle(request: Request, exc: Exception) -> Response:
+        path = str(request.scope["path"])  # not request.url: it decodes the raw query
+        sent = [path, getattr(request.state, "sent_path", "")]
+        # Naming paths by id may read the read models: not on the event loop.
+        return await run_in_threadpool(to_response, exc, path, lambda text: scrub(text, sent))
+
+    return handle
 
 
 def _broker_failed(exc: BaseException) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ from starlette.responses import Response
 from domain.errors import PathOutsideRoots, UnknownCollection
 from domain.views import iso
 from ops import library
+from ops.paths import checked_path
 from web.endpoint import Call, Endpoint, id_param, page_params
 from web.responses import JSON
 from web.schemas import REGISTER, ref
@@ -40,12 +42,10 @@ def _list(call: Call) -> Response:
 
 def _check_under_roots(call: Call, raw: str) -> None:
     """Refuse a path outside the roots before touching it, so the API is no existence oracle."""
-    path = Path(raw)
-    if not path.is_absolute():
-        raise PathOutsideRoots(f"{raw} is not an absolute path")
-    real = path.resolve()
+    # Whatever no file system takes (a NUL, an over-long name, ...) is refused first.
+    real = Path(os.path.realpath(checked_path(raw, absolute=True)))
     for root in library.library_roots(call.app):
-        real_root = Path(root).resolve()
+        real_root = Path(os.path.realpath(root))
         if real == real_root or real_root in real.parents:
             return
     raise PathOutsideRoots(f"{raw} is outside the library roots")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
 from typing import Any
 
 from starlette.responses import Response
 
 from domain.errors import InvalidInput, UnknownFolder
 from ops import library
+from ops.paths import checked_path
 from web.endpoint import Call, Endpoint, id_param
 from web.problems import Conflict
 from web.responses import JSON
@@ -37,9 +37,7 @@ def _detail(call: Call) -> Response:
 
 def _add(call: Call) -> Response:
     raw = str(call.body["path"])
-    path = Path(raw)
-    if not path.is_absolute():
-        raise InvalidInput(f"{raw} is not an absolute path")
+    path = checked_path(raw, absolute=True)
     # The API does not create folders: an operator makes it, then adds it here.
     if not path.is_dir():
         raise InvalidInput(f"{raw} is not an existing folder", hint="create it first")

@@ -1,4 +1,4 @@
-"""Health, service information, the event log (paged by seq) and the page's session cookie."""
+"""Health, service information, the event log (paged by seq) and the page's session."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from typing import Any
 
 from starlette.responses import Response
 
-from web.auth import COOKIE, cookie_value
 from web.endpoint import Call, Endpoint, Param
 from web.responses import JSON, problem
 from web.routes_folders import maintenance_available
 from web.schemas import ref
+from web.sessions import COOKIE, Session, Sessions, cookie_of
 
 
 def _ok(schema: str) -> dict[int, tuple[str, str, Any]]:
@@ -61,17 +61,42 @@ def _events(call: Call) -> Response:
     return JSON({"head": call.app.events.head(), "next_after": nxt, "events": records})
 
 
+def _session_body(session: Session | None) -> dict[str, Any]:
+    if session is None:
+        return {"signed_in": False}
+    return {"signed_in": True, "csrf": session.csrf, "expires_at": session.expires_at}
+
+
+def _no_store(response: Response) -> Response:
+    response.headers["Cache-Control"] = "no-store"  # the anti-CSRF value is for this page only
+    return response
+
+
 def _sign_in(call: Call) -> Response:
-    response = JSON({"signed_in": True})
+    sessions: Sessions = call.state["sessions"]
+    sessions.end(cookie_of(call.headers))  # a new sign-in never keeps an old id alive
+    sid, session = sessions.start()
+    response = _no_store(JSON(_session_body(session)))
     response.set_cookie(
-        COOKIE, cookie_value(call.web.token), httponly=True, samesite="strict", path="/"
+        COOKIE,
+        sid,
+        max_age=max(1, round(call.web.session_seconds)),
+        httponly=True,
+        samesite="strict",
+        secure=call.https,
+        path="/",
     )
     return response
 
 
+def _session(call: Call) -> Response:
+    return _no_store(JSON(_session_body(call.state["sessions"].find(cookie_of(call.headers)))))
+
+
 def _sign_out(call: Call) -> Response:
-    response = JSON({"signed_in": False})
-    response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+    call.state["sessions"].end(cookie_of(call.headers))
+    response = _no_store(JSON({"signed_in": False}))
+    response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict", secure=call.https)
     return response
 
 
@@ -115,10 +140,21 @@ ENDPOINTS = [
         responses=_ok("EventPage"),
     ),
     Endpoint(
+        "GET",
+        "/api/v1/session",
+        _session,
+        "Whether the session cookie is signed in, and then its anti-CSRF value and end",
+        "service",
+        responses=_ok("Session"),
+        errors=(),
+        public=True,
+    ),
+    Endpoint(
         "POST",
         "/api/v1/session",
         _sign_in,
-        "Set the HttpOnly read cookie the page's <img> tags use (needs the bearer token)",
+        "Sign the page in (needs the bearer token): an HttpOnly session cookie, and the"
+        " anti-CSRF value its changes must send as X-CSRF-Token",
         "service",
         responses=_ok("Session"),
         errors=(),
@@ -127,7 +163,7 @@ ENDPOINTS = [
         "DELETE",
         "/api/v1/session",
         _sign_out,
-        "Clear the read cookie",
+        "Sign out: end the session (its cookie is worthless from now on) and clear the cookie",
         "service",
         responses=_ok("Session"),
         errors=(),

@@ -46,7 +46,11 @@ COMPONENTS: dict[str, Schema] = {
         maintenance=BOOL,
         body_limit=INT,
     ),
-    "Session": obj(signed_in=BOOL),
+    "Session": {
+        **loose(signed_in=BOOL, csrf=STR, expires_at=NUM),
+        "required": ["signed_in"],
+        "description": "csrf and expires_at (seconds since 1970) only when signed in",
+    },
     "Collection": obj(
         id=ID,
         name=STR,

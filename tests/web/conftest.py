@@ -65,6 +65,8 @@ def site_env(base: Path, mongodb_uri: str, **extra: str) -> dict[str, str]:
         "IMAGECACHE_LIBRARY_ROOTS": str(base / "library"),
         "IMAGECACHE_API_TOKEN": TOKEN,
         "IMAGECACHE_WORKER_THREADS": "2",
+        # Starlette's TestClient calls the server "testserver"; uvicorn's tests use 127.0.0.1.
+        "IMAGECACHE_ALLOWED_HOSTS": "testserver,localhost,127.0.0.1",
         **extra,
     }
 

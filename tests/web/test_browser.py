@@ -1,7 +1,8 @@
 """The page in headless Chromium (Debian's package, driven by Playwright; nothing downloaded).
 
 A real App and uvicorn on a loopback port: sign in, see the cache folders, watch a
-job run, pause and resume it, open a thumbnail. Screenshots go to test-artifacts/.
+job run, pause and resume it, open a thumbnail. Every test runs under the page's CSP and
+fails on a violation (or any page error). Screenshots go to test-artifacts/.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytest
 from PIL import Image
 
 from tests.web.conftest import AUTH, TOKEN, LiveServer, Site, open_site, serve
+from web.sessions import COOKIE
 
 CHROMIUM = os.environ.get("CHROMIUM_BIN", "/usr/bin/chromium")
 ARGS = [
@@ -60,6 +62,11 @@ def page(browser: Any) -> Iterator[Any]:
     p = context.new_page()
     errors: list[str] = []
     p.on("pageerror", lambda e: errors.append(str(e)))
+    # Chromium reports what the Content-Security-Policy blocked on the console
+    p.on(
+        "console",
+        lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None,
+    )
     yield p
     context.close()
     assert errors == [], errors
@@ -196,3 +203,67 @@ def test_a_collection_is_removed_from_the_page(live: tuple[Site, LiveServer], pa
     )
     listed = site.client.get("/api/v1/collections", headers=AUTH)
     assert gone in ids and gone not in [c["id"] for c in listed.json()["collections"]]
+
+
+STORED = """() => ({
+    local: Object.entries(localStorage).map(([k, v]) => k + "=" + v).join(";"),
+    session: Object.entries(sessionStorage).map(([k, v]) => k + "=" + v).join(";"),
+    cookie: document.cookie,
+})"""
+
+
+def test_enter_signs_in_and_the_page_keeps_no_token(
+    live: tuple[Site, LiveServer], page: Any
+) -> None:
+    _, server = live
+    # Given the sign-in dialog: When the token is typed and Enter pressed
+    page.goto(server.url + "/")
+    dialog = page.locator("#sign-in-dialog")
+    dialog.wait_for(state="visible")
+    dialog.locator("input[name=token]").fill(TOKEN)
+    dialog.locator("input[name=token]").press("Enter")
+
+    # Then the page is signed in
+    dialog.wait_for(state="hidden")
+    page.locator("#sign-out").wait_for(state="visible")
+    page.locator(".folder").first.wait_for()
+
+    # And neither its storage nor its script-readable cookies hold the token or the
+    # session id (the session cookie is HttpOnly)
+    stored = page.evaluate(STORED)
+    session_cookie = next(c for c in page.context.cookies() if c["name"] == COOKIE)
+    assert session_cookie["httpOnly"] and session_cookie["sameSite"] == "Strict"
+    for where, text in stored.items():
+        assert TOKEN not in text, where
+        assert session_cookie["value"] not in text, where
+    assert stored["cookie"] == ""
+    assert page.locator("input[name=token]").input_value() == ""
+
+
+def test_the_session_survives_a_reload_and_ends_at_sign_out(
+    live: tuple[Site, LiveServer], page: Any
+) -> None:
+    site, server = live
+    populate_ids = site.client.post(
+        "/api/v1/collections", json={"path": str(site.library)}, headers=AUTH
+    ).json()
+    assert populate_ids["collections"]
+    # Given a signed-in page, reloaded: it is still signed in without the token
+    sign_in(page, server.url)
+    page.reload()
+    page.locator("#sign-out").wait_for(state="visible")
+    assert not page.locator("#sign-in-dialog").is_visible()
+
+    # When it makes a change after the reload (its CSRF value came from the session)
+    page.locator("#tab-collections").click()
+    page.locator("#collection-head button", has_text="Scan").click()
+    page.locator("#notice", has_text="scan finished").wait_for()
+
+    # Then signing out ends the session: the old cookie, replayed, reads nothing
+    cookie = next(c for c in page.context.cookies() if c["name"] == COOKIE)["value"]
+    page.locator("#sign-out").click()
+    page.locator("#sign-in").wait_for(state="visible")
+    replay = page.context.request.get(
+        server.url + "/api/v1/collections", headers={"Cookie": f"{COOKIE}={cookie}"}
+    )
+    assert replay.status == 401

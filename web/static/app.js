@@ -1,6 +1,6 @@
 // imagecache page: vanilla JS modules, no build step, no external resources.
 // Every list is paged on the server; the visible tab is refreshed by short polling.
-import { $, API, POLL_MS, TOKEN_KEY, act, api, notice, onChange, showSignIn, signIn, signOut, state, updateAuthButtons } from "./core.js";
+import { $, API, POLL_MS, act, api, notice, onChange, resumeSession, showSignIn, signIn, signOut, state, updateAuthButtons } from "./core.js";
 import { cleanupDryRun, loadFolders, reconcile } from "./folders.js";
 import { loadJobs } from "./jobs.js";
 import { fillCollectionFilter, loadCollections, loadEvents, openViewer } from "./collections.js";
@@ -50,15 +50,16 @@ async function start() {
   for (const btn of document.querySelectorAll(".tabs button")) btn.addEventListener("click", () => selectTab(btn.dataset.tab));
   $("sign-in").addEventListener("click", showSignIn);
   $("sign-out").addEventListener("click", signOut);
+  $("sign-in-cancel").addEventListener("click", () => $("sign-in-dialog").close());
+  // Enter in the token field submits the form, as the Sign in button does.
   $("sign-in-form").addEventListener("submit", async (ev) => {
-    if (ev.submitter && ev.submitter.value === "cancel") return;
     ev.preventDefault();
     const err = $("sign-in-error");
     try {
       await signIn(new FormData(ev.target).get("token").trim());
+      ev.target.reset(); // signed in: the token leaves the page
       err.hidden = true;
       $("sign-in-dialog").close();
-      ev.target.reset();
       updateAuthButtons();
       await loadInfo();
       refresh(true);
@@ -98,8 +99,7 @@ async function start() {
     if (ev.key === "ArrowLeft") openViewer(state.viewerIndex - 1);
     if (ev.key === "ArrowRight") openViewer(state.viewerIndex + 1);
   });
-  const saved = localStorage.getItem(TOKEN_KEY);
-  if (saved) await signIn(saved).catch(() => showSignIn()); // renews the <img> cookie
+  await resumeSession(); // after a reload the session cookie still holds; ask for its CSRF value
   updateAuthButtons();
   await loadInfo();
   const tab = location.hash.slice(1);

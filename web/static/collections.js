@@ -29,7 +29,14 @@ export function fillCollectionFilter(cols) {
 }
 
 async function loadCollectionHead() {
-  const col = await api("GET", `/collections/${state.collections.selected}`);
+  let col;
+  try {
+    col = await api("GET", `/collections/${state.collections.selected}`);
+  } catch (err) {
+    // Removed meanwhile (a poll that listed it may finish after the removal): pick anew.
+    if (err.status === 404) { state.collections.selected = null; return; }
+    throw err;
+  }
   const r = col.renditions || {};
   $("collection-head").replaceChildren(
     h("div", {},
@@ -47,7 +54,7 @@ async function removeCollection(col) {
   const out = await act(`removed ${col.name}`, "DELETE", `/collections/${col.id}`);
   if (!out) return;
   state.collections.selected = null;
-  await loadCollections(true);
+  await loadCollections(true).catch((err) => { if (err.status !== 401) notice(err.message, true); });
 }
 
 async function regenerate(col, force) {

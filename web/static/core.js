@@ -1,7 +1,6 @@
-// Shared state, DOM and formatting helpers, the API client with the token, paging.
+// Shared state, DOM and formatting helpers, the API client with the session, paging.
 export const API = "/api/v1";
 export const POLL_MS = 1500;
-export const TOKEN_KEY = "imagecache.token";
 export const state = {
   tab: "folders",
   info: null,
@@ -24,7 +23,8 @@ export function h(tag, attrs, ...children) {
     if (v === null || v === undefined || v === false) continue;
     if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
     else if (k === "class") el.className = v;
-    else if (k === "style") el.setAttribute("style", v);
+    // Through the CSSOM: the CSP allows no inline style attribute, but governs not this.
+    else if (k === "style") el.style.cssText = v;
     else el.setAttribute(k, v === true ? "" : v);
   }
   for (const c of children.flat()) {
@@ -79,10 +79,15 @@ export class ApiError extends Error {
   }
 }
 
+// The session's anti-CSRF value, in memory only: every change sends it, and a reload
+// asks the server for it again (GET /session, which the session cookie answers). The API
+// token itself is never kept: it is sent once, to sign in.
+let csrf = null;
+export function signedIn() { return csrf !== null; }
+
 export async function api(method, path, body) {
   const headers = {};
-  const token = localStorage.getItem(TOKEN_KEY);
-  if (token) headers.Authorization = `Bearer ${token}`;
+  if (csrf && method !== "GET" && method !== "HEAD") headers["X-CSRF-Token"] = csrf;
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const res = await fetch(API + path, {
     method, headers, body: body === undefined ? undefined : JSON.stringify(body),
@@ -91,6 +96,8 @@ export async function api(method, path, body) {
   const type = res.headers.get("content-type") || "";
   const data = type.includes("json") ? await res.json() : null;
   if (res.status === 401) {
+    csrf = null; // the session ended (expired, or signed out elsewhere)
+    updateAuthButtons();
     showSignIn();
     throw new ApiError(401, data || {});
   }
@@ -120,30 +127,37 @@ export function showSignIn() {
   if (!dlg.open) dlg.showModal();
 }
 
-export async function signIn(token) {
-  localStorage.setItem(TOKEN_KEY, token);
+// Recover the session after a reload: true when the session cookie is still signed in.
+export async function resumeSession() {
   try {
-    // Sets the HttpOnly cookie the <img> tags use; a wrong token answers 401.
-    const res = await fetch(API + "/session", {
-      method: "POST", headers: { Authorization: `Bearer ${token}` }, credentials: "same-origin",
-    });
-    if (!res.ok) throw new Error("that token was not accepted");
-  } catch (err) {
-    localStorage.removeItem(TOKEN_KEY);
-    throw err;
+    const res = await fetch(API + "/session", { credentials: "same-origin" });
+    const data = res.ok ? await res.json() : { signed_in: false };
+    csrf = data.signed_in ? data.csrf : null;
+  } catch (_) {
+    csrf = null;
   }
+  return signedIn();
+}
+
+// Sign in with the token the user typed: the server answers with an HttpOnly session
+// cookie and the session's anti-CSRF value. The token is not kept anywhere.
+export async function signIn(token) {
+  const res = await fetch(API + "/session", {
+    method: "POST", headers: { Authorization: `Bearer ${token}` }, credentials: "same-origin",
+  });
+  if (!res.ok) throw new Error("that token was not accepted");
+  csrf = (await res.json()).csrf;
 }
 
 export async function signOut() {
   try { await api("DELETE", "/session"); } catch (_) { /* signed out either way */ }
-  localStorage.removeItem(TOKEN_KEY);
+  csrf = null;
   location.reload();
 }
 
 export function updateAuthButtons() {
-  const signed = !!localStorage.getItem(TOKEN_KEY);
-  $("sign-in").hidden = signed;
-  $("sign-out").hidden = !signed;
+  $("sign-in").hidden = signedIn();
+  $("sign-out").hidden = !signedIn();
 }
 
 // -- paging -------------------------------------------------------------------------------
