@@ -102,24 +102,73 @@ class LocalFileStore:
         self._mount_points = mount_points
 
     def write_atomic(self, root: str, relpath: str, data: bytes) -> int:
-        target = Path(root) / relpath
-        tmp = target.with_name(partial_name(target.name, _WRITER, threading.get_ident()))
+        """Write `relpath` under `root` through a temporary file and a rename; the size of
+        the file it replaced, or -1.
+
+        The folders on the way are opened without following links, and the temporary
+        file is created new (never opened through a link someone put at its name), so a
+        write never lands, truncates or replaces anything outside the cache folder."""
+        parts = relpath.split("/")
+        if any(p in ("", ".", "..") for p in parts):
+            raise TransientIOError(f"{relpath!r} is not a path inside a cache folder")
+        name = parts[-1]
+        tmp = partial_name(name, _WRITER, threading.get_ident())
+        fd: int | None = None
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as f:
-                f.write(data)
+            os.makedirs(root, exist_ok=True)
+            fd = os.open(root, _DIR)
+            for part in parts[:-1]:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, dir_fd=fd)
+                sub = os.open(part, _DIR | os.O_NOFOLLOW, dir_fd=fd)  # ELOOP: a link
+                os.close(fd)
+                fd = sub
+            self._write_new(fd, os.path.join(root, *parts[:-1], tmp), tmp, data)
             try:
-                replaced = target.stat().st_size
+                replaced = os.stat(name, dir_fd=fd, follow_symlinks=False).st_size
             except FileNotFoundError:
                 replaced = -1
-            os.replace(tmp, target)
+            os.replace(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
             return replaced
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+            if fd is not None:
+                self._drop_own(fd, tmp)
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise NoSpace(f"cache folder {root} is out of space") from exc
             raise TransientIOError(f"writing {relpath} in {root} failed: {exc.strerror}") from exc
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    @staticmethod
+    def _drop_own(fd: int, tmp: str) -> None:
+        """Remove this writer's temporary file (a regular file at its own name), if there."""
+        with contextlib.suppress(OSError):
+            if stat.S_ISREG(os.stat(tmp, dir_fd=fd, follow_symlinks=False).st_mode):
+                os.unlink(tmp, dir_fd=fd)
+
+    @staticmethod
+    def _write_new(fd: int, path: str, tmp: str, data: bytes) -> None:
+        """Create `tmp` in directory `fd` (never through a link) and write `data` into it.
+
+        A regular file already there is a leftover of this very writer (host, pid and
+        thread are in the name): it is replaced; anything else is in the way."""
+
+        def create(_path: str, flags: int) -> int:
+            flags |= os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            return os.open(tmp, flags, 0o666, dir_fd=fd)
+
+        for _attempt in range(2):
+            try:
+                with open(path, "wb", opener=create) as f:
+                    f.write(data)
+                return
+            except FileExistsError:
+                st = os.stat(tmp, dir_fd=fd, follow_symlinks=False)
+                if not stat.S_ISREG(st.st_mode):
+                    raise
+                os.unlink(tmp, dir_fd=fd)
+        raise FileExistsError(errno.EEXIST, "a temporary file is in the way", tmp)
 
     def size(self, root: str, relpath: str) -> int:
         try:

@@ -29,7 +29,7 @@ def image_id(collection: str, member: str) -> str:
 
 def is_valid_id(value: str) -> bool:
     """True for the hex ids imagecache makes (images, collections, jobs, folders)."""
-    return bool(_ID.match(value))
+    return bool(_ID.fullmatch(value))
 
 
 def rendition_relpath(kind: str, image: str, extension: str) -> str:
@@ -39,7 +39,7 @@ def rendition_relpath(kind: str, image: str, extension: str) -> str:
 
 def parse_rendition_relpath(relpath: str) -> tuple[str, str] | None:
     """(kind, image id) of a path with exactly the rendition layout; None for any other."""
-    match = _LAYOUT.match(relpath)
+    match = _LAYOUT.fullmatch(relpath)
     if match is None:
         return None
     kind, top, second, image = match.group(1, 2, 3, 4)
@@ -50,7 +50,7 @@ def parse_rendition_relpath(relpath: str) -> tuple[str, str] | None:
 
 def is_layout_dir(relpath: str) -> bool:
     """True for the folders the rendition layout makes: `cache`, `cache/ab`, `cache/ab/cd`."""
-    return bool(_LAYOUT_DIR.match(relpath))
+    return bool(_LAYOUT_DIR.fullmatch(relpath))
 
 
 def partial_name(target_name: str, writer: str, thread: int) -> str:
