@@ -15,7 +15,13 @@ import pymongo.errors
 from actors import plan, scan
 from actors.sources import resolve_under_roots
 from domain import events as ev
-from domain.errors import ImageCacheError, InvalidInput, UnknownCollection, UnknownFolder
+from domain.errors import (
+    ImageCacheError,
+    InvalidInput,
+    PathOutsideRoots,
+    UnknownCollection,
+    UnknownFolder,
+)
 from domain.ownership import folder_id_of
 from domain.specs import kinds_from_choice
 from domain.views import job_status
@@ -93,20 +99,27 @@ def root_problems(app: App) -> list[str]:
 
 def add_collections(app: App, path: str | Path, *, revive: bool = False) -> list[str]:
     """Register the collection at `path` (or every collection under it, but those removed;
-    with `revive`, a removed collection at exactly `path` is registered again)."""
+    with `revive`, a removed collection at exactly `path` is registered again). Refused when
+    it, or every root it lies under, overlaps a cache folder."""
     app.projector.catch_up()
-    roots = library_roots(app)
-    _check_collection_apart(app, path, roots)
+    roots = _roots_apart(app, path, library_roots(app))
     return scan.register(
         app.events, path, roots, removed=app.read.removed_collections(), revive=revive,
     )  # fmt: skip
 
 
-def _check_collection_apart(app: App, path: str | Path, roots: Sequence[str]) -> None:
-    """A collection and the root it is registered under are apart from every cache folder."""
-    real, root = resolve_under_roots(path, roots)
-    _check_apart_from_folders(app, root, "the library root")
+def _roots_apart(app: App, path: str | Path, roots: Sequence[str]) -> list[str]:
+    """The roots apart from every cache folder, once `path` is known to be apart from them
+    and to lie under one of them (InvalidInput, saying which overlap, otherwise)."""
+    real, root = resolve_under_roots(path, roots)  # PathOutsideRoots when under none
     _check_apart_from_folders(app, real, "the collection")
+    folders = _cache_folders(app)
+    apart = [r for r in roots if ownership.overlap(r, folders) is None]
+    try:
+        resolve_under_roots(real, apart)
+    except PathOutsideRoots:
+        _check_apart_from_folders(app, root, "the library root")
+    return apart
 
 
 def remove_collection(app: App, cid: str) -> dict[str, Any]:
@@ -176,8 +189,10 @@ def refresh(app: App) -> dict[str, Any]:
     removed = app.read.removed_collections()
     for root in dict.fromkeys(roots):
         try:
-            _check_collection_apart(app, root, roots)
-            scan.register(app.events, root, roots, known=known, removed=removed)
+            # A root that overlaps a cache folder is not scanned (root_problems says so).
+            _check_apart_from_folders(app, Path(root).expanduser().resolve(), "the library root")
+            apart = _roots_apart(app, root, roots)
+            scan.register(app.events, root, apart, known=known, removed=removed)
         except ImageCacheError as exc:
             problems.append(f"library root {root}: {exc}")
     app.projector.catch_up()
