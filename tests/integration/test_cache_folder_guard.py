@@ -330,3 +330,36 @@ def test_adding_a_folder_with_another_installations_marker_is_refused(
     assert app.read.folder(library.folder_id(str(folder))) is None
     marker = parse_marker((folder / MARKER_NAME).read_bytes())
     assert marker is not None and marker.installation_id == "f" * 32
+
+
+@pytest.mark.parametrize("marker", ["ours", "missing", "another installation's"])
+def test_a_host_that_never_saw_a_folder_trusts_only_its_marker(
+    app: App, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, marker: str
+) -> None:
+    # Given a generated cache folder whose renditions are all orphans now, seen from a host
+    # that never recorded it (another worker machine, or a container with a new name)
+    folder = tmp_path / "cache"
+    fid, ids = _generate(app, _library(tmp_path / "lib", 2, 0), folder)
+    _orphan_everything(app, ids)
+    made = _renditions(folder)
+    monkeypatch.setattr(ownership, "HOST", "a-host-new-to-this-folder")
+    if marker == "missing":
+        (folder / MARKER_NAME).unlink()
+    elif marker != "ours":
+        (folder / MARKER_NAME).write_text(Marker(fid, "f" * 32).text())
+
+    # When cleanup runs there, not a dry run
+    report = maintenance.cleanup(app, dry_run=False, older_than_days=0)
+
+    # Then with our marker it records what it sees and cleans; with none or another's it
+    # leaves the folder alone, and records nothing
+    marks = app.db.events.count_documents(
+        {"type": "CacheFolderMarked", "data.host": "a-host-new-to-this-folder"}
+    )
+    if marker == "ours":
+        assert report["left_alone"] == [] and marks == 1
+        assert not any(p.exists() for p in made)
+    else:
+        reason = "no_marker" if marker == "missing" else "foreign_marker"
+        assert _left_alone(report) == {str(folder): reason} and marks == 0
+        assert all(p.exists() for p in made)
