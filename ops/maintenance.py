@@ -137,6 +137,7 @@ def cleanup(app: App, *, dry_run: bool = True, older_than_days: float = 7.0) -> 
         except NotOurs:
             alone.append(left_alone(folder.id, folder.path, "replaced"))
             continue
+        candidates = []
         for entry in entries:
             what = classify_entry(entry.relpath, entry.kind)
             if what in ("layout_dir", "marker", "partial"):
@@ -147,10 +148,11 @@ def cleanup(app: App, *, dry_run: bool = True, older_than_days: float = 7.0) -> 
             current = referenced.get(entry.relpath)
             if current is not None and current["image_id"] not in removed_sources:
                 stale += current["spec_hash"] != specs.get(current["kind"])
-                continue
-            if entry.mtime > cutoff:
-                continue
-            origin = ownership.generated_here(app, folder.id, entry.relpath)
+            elif entry.mtime <= cutoff:
+                candidates.append((entry, current))
+        written = ownership.written_files(app, folder.id, (e.relpath for e, _ in candidates))
+        for entry, current in candidates:
+            origin = written.get(entry.relpath)
             if origin is None:
                 foreign += 1  # a layout-looking name imagecache never wrote here
                 continue
@@ -218,14 +220,20 @@ def _measure(app: App, folder: Folder) -> tuple[int, int, int]:
     """(files, bytes) of what imagecache wrote in a folder, and how many entries it did not."""
     referenced = {str(d["path"]) for d in app.read.renditions_in(folder.id)}
     files = size = foreign = 0
+    renditions = []
     for entry in app.files.entries(folder.path, identity=folder.identity):
         what = classify_entry(entry.relpath, entry.kind)
-        if what == "rendition" and (
-            entry.relpath in referenced or ownership.generated_here(app, folder.id, entry.relpath)
-        ):
+        if what == "rendition":
+            renditions.append(entry)
+        elif what == "foreign":
+            foreign += 1
+    unproven = (e.relpath for e in renditions if e.relpath not in referenced)
+    written = ownership.written_files(app, folder.id, unproven)
+    for entry in renditions:
+        if entry.relpath in referenced or entry.relpath in written:
             files += 1
             size += entry.size
-        elif what in ("foreign", "rendition"):
+        else:
             foreign += 1
     return files, size, foreign
 

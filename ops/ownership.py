@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import socket
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -197,6 +198,32 @@ def generated_here(app: App, fid: str, relpath: str) -> Written | None:
     return found
 
 
+# One lookup of a file in the log's image index costs about as much as reading this many
+# events in order (measured on the embedded SecantusDB: 3.1 ms a lookup, 0.21 ms an event).
+LOOKUP_COST = 15
+
+
+def written_files(app: App, fid: str, relpaths: Iterable[str]) -> dict[str, Written]:
+    """`generated_here` for many files of one folder: by a lookup each when they are few
+    beside the log, else in one pass over the log (a cleanup after a change of format)."""
+    wanted = {r for r in relpaths if parse_rendition_relpath(r)}
+    head = app.events.head()
+    if len(wanted) * LOOKUP_COST < head:
+        return {rel: w for rel in wanted if (w := generated_here(app, fid, rel)) is not None}
+    found: dict[str, Written] = {}
+    for page in range(0, head, 10_000):
+        for s in app.events.read(page, 10_000):
+            e = s.event
+            if isinstance(e, ev.RenditionGenerated) and e.folder_id == fid and e.path in wanted:
+                found[e.path] = Written(e, True)
+            elif (
+                isinstance(e, ev.RenditionDeleted) and e.folder_id == fid and e.counted
+                and e.path in found
+            ):  # fmt: skip
+                found[e.path] = Written(found[e.path].event, False)
+    return found
+
+
 def known_image(app: App, relpath: str) -> bool:
     """Whether a temporary file was to become a rendition of an image this installation's
     log knows (an outcome or deletion of it): only such a partial file is ours."""
@@ -214,16 +241,18 @@ def foreign_entries(app: App, fid: str, path: str, identity: Identity | None) ->
     only saves the log lookups here: every deletion checks the log itself) or the log has
     its `RenditionGenerated`."""
     referenced = {str(d["path"]) for d in app.read.renditions_in(fid)}
+    found = app.files.entries(path, identity=identity)
+    entries = [(e.relpath, classify_entry(e.relpath, e.kind)) for e in found]
+    written = written_files(
+        app, fid, (rel for rel, what in entries if what == "rendition" and rel not in referenced)
+    )
     count = 0
-    for entry in app.files.entries(path, identity=identity):
-        what = classify_entry(entry.relpath, entry.kind)
+    for rel, what in entries:
         if what in ("layout_dir", "marker"):
             continue
-        if what == "rendition" and (
-            entry.relpath in referenced or generated_here(app, fid, entry.relpath)
-        ):
+        if what == "rendition" and (rel in referenced or rel in written):
             continue
-        if what == "partial" and known_image(app, entry.relpath):
+        if what == "partial" and known_image(app, rel):
             continue
         count += 1
     return count

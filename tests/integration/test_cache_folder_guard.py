@@ -17,6 +17,7 @@ import pytest
 
 from domain import events as ev
 from domain.errors import InvalidInput
+from domain.ids import rendition_relpath
 from domain.ownership import MARKER_NAME, Marker, parse_marker
 from ops import library, maintenance, ownership, replay
 from ops.bootstrap import App, bootstrap
@@ -363,3 +364,32 @@ def test_a_host_that_never_saw_a_folder_trusts_only_its_marker(
         reason = "no_marker" if marker == "missing" else "foreign_marker"
         assert _left_alone(report) == {str(folder): reason} and marks == 0
         assert all(p.exists() for p in made)
+
+
+def test_the_log_proves_the_same_writes_file_by_file_or_in_one_pass(
+    app: App, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a generated folder, one of whose files was recorded missing and then came back,
+    # and a file with a layout name imagecache never wrote there
+    folder = tmp_path / "cache"
+    fid, _ids = _generate(app, _library(tmp_path / "lib", 3, 0), folder)
+    made = [str(p.relative_to(folder)) for p in _renditions(folder)]
+    back = folder / made[0]
+    kept = back.read_bytes()
+    back.unlink()
+    maintenance.repair_missing(app, replan=False)
+    back.write_bytes(kept)
+    never = rendition_relpath("cache", "ab" + "0" * 30, "jpg")
+    asked = [*made, never, "cache/report.pdf"]
+
+    # When the log is asked which of them imagecache wrote: a lookup each, then one pass
+    monkeypatch.setattr(ownership, "LOOKUP_COST", 0)
+    by_lookup = ownership.written_files(app, fid, asked)
+    monkeypatch.setattr(ownership, "LOOKUP_COST", 10**9)
+    by_pass = ownership.written_files(app, fid, asked)
+
+    # Then both say the same: every generated file, the one that came back no longer counted
+    assert by_lookup == by_pass
+    assert sorted(by_pass) == sorted(made)
+    assert [rel for rel, w in by_pass.items() if not w.counted] == [made[0]]
+    assert by_pass[made[1]].event.path == made[1] and by_pass[made[1]].event.folder_id == fid
