@@ -61,8 +61,8 @@ def add_root(app: App, path: str | Path) -> str:
 
 
 def _cache_folders(app: App) -> list[tuple[str, Path]]:
-    """Every cache folder (removed ones too: their files may still be there), resolved."""
-    docs = app.read.folder_docs(include_removed=True)
+    """Every cache folder in use, resolved (one removed is checked when added again)."""
+    docs = app.read.folder_docs()
     return [(f"the cache folder {d['path']}", Path(d["path"]).resolve()) for d in docs]
 
 

@@ -102,7 +102,8 @@ def _judge(
         fid, path,
         added=_added_at(app, fid, path),
         overlap=overlap(path, places), identity=identity, marker=marker,
-        marker_present=present, installation=installation, host=HOST, marks=_marks(app, fid),
+        marker_present=present, installation=installation, host=HOST,
+        marks=_marks(app, fid, installation),
     )  # fmt: skip
     if isinstance(verdict, LeftAlone):
         return verdict
@@ -114,8 +115,12 @@ def _judge(
             return left_alone(fid, path, "replaced")
         if count:
             return left_alone(fid, path, "not_ours", count=count)
+        try:
+            mark(app, fid, path, identity, write=True)
+        except InvalidInput as exc:
+            log.warning("%s", exc)
+            return left_alone(fid, path, "no_marker")
         log.info("cache folder %s, added before markers: everything in it is ours; marked", path)
-        mark(app, fid, path, identity, write=True)
     elif verdict == "record":
         mark(app, fid, path, identity, write=False)
     return identity
@@ -128,8 +133,8 @@ def _added_at(app: App, fid: str, path: str) -> bool:
     return isinstance(event, ev.CacheFolderAdded) and event.path == path
 
 
-def _marks(app: App, fid: str) -> list[HostMark]:
-    installation = installation_id(app)
+def _marks(app: App, fid: str, installation: str) -> list[HostMark]:
+    """What each host recorded of folder `fid`, oldest first."""
     marks: list[HostMark] = []
     after = 0
     while batch := app.events.stream(f"folder:{fid}:marks", after=after):
@@ -147,7 +152,13 @@ def mark(app: App, fid: str, path: str, identity: Identity, *, write: bool) -> N
     installation (with `write`, after putting the marker into it)."""
     installation = installation_id(app)
     if write:
-        app.files.write_marker(path, Marker(fid, installation).text(), identity=identity)
+        try:
+            app.files.write_marker(path, Marker(fid, installation).text(), identity=identity)
+        except (OSError, NotOurs) as exc:
+            raise InvalidInput(
+                f"cannot write the marker of cache folder {path}: {exc}",
+                hint="check that the folder is there and writable, then add it again",
+            ) from None
     app.events.append(ev.CacheFolderMarked(fid, installation, HOST, path, *identity))
 
 
