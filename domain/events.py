@@ -185,6 +185,7 @@ class CacheFolderMarked(Event):
     Its own stream, so that the few marks of a folder are read without its deletions."""
 
     folder_id: str
+    mark_id: str  # each marking its own key: a folder may be marked A, B, then A again
     installation_id: str
     host: str
     path: str
@@ -197,7 +198,7 @@ class CacheFolderMarked(Event):
 
     @property
     def key(self) -> str:
-        return f"folder:{self.folder_id}:marked:{self.host}:{self.device}:{self.inode}"
+        return f"folder:{self.folder_id}:marked:{self.mark_id}"
 
 
 INSTALLATION_KEY = "installation"

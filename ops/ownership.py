@@ -58,10 +58,12 @@ class Folder:
 
     @property
     def id(self) -> str:
+        """The folder's id."""
         return str(self.doc["_id"])
 
     @property
     def path(self) -> str:
+        """The folder's path, as the log added it."""
         return str(self.doc["path"])
 
 
@@ -149,7 +151,8 @@ def _marks(app: App, fid: str, installation: str) -> list[HostMark]:
 
 def mark(app: App, fid: str, path: str, identity: Identity, *, write: bool) -> None:
     """Record that the directory `identity` at `path` is cache folder `fid` of this
-    installation (with `write`, after putting the marker into it)."""
+    installation, as this host sees it (with `write`, after putting the marker into it);
+    nothing is recorded when this host's last record says so already."""
     installation = installation_id(app)
     if write:
         try:
@@ -159,7 +162,10 @@ def mark(app: App, fid: str, path: str, identity: Identity, *, write: bool) -> N
                 f"cannot write the marker of cache folder {path}: {exc}",
                 hint="check that the folder is there and writable, then add it again",
             ) from None
-    app.events.append(ev.CacheFolderMarked(fid, installation, HOST, path, *identity))
+    seen = [m.identity for m in _marks(app, fid, installation) if m.host == HOST]
+    if not seen or seen[-1] != identity:
+        mark_id = uuid.uuid4().hex
+        app.events.append(ev.CacheFolderMarked(fid, mark_id, installation, HOST, path, *identity))
 
 
 def library_places(app: App) -> list[tuple[str, Path]]:

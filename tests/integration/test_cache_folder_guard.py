@@ -393,3 +393,29 @@ def test_the_log_proves_the_same_writes_file_by_file_or_in_one_pass(
     assert sorted(by_pass) == sorted(made)
     assert [rel for rel, w in by_pass.items() if not w.counted] == [made[0]]
     assert by_pass[made[1]].event.path == made[1] and by_pass[made[1]].event.folder_id == fid
+
+
+def test_a_folder_put_back_after_another_was_marked_is_checked_again(
+    app: App, tmp_path: Path
+) -> None:
+    # Given a cache folder, a copy of it put at its path and marked by adding it again
+    folder = tmp_path / "cache"
+    _generate(app, _library(tmp_path / "lib", 2, 0), folder)
+    first = tmp_path / "first"
+    folder.rename(first)
+    shutil.copytree(first, folder)
+    library.add_folder(app, folder)
+    assert maintenance.cleanup(app)["left_alone"] == []
+
+    # When the first directory is put back at the path
+    folder.rename(tmp_path / "copy")
+    first.rename(folder)
+    put_back = maintenance.cleanup(app)
+    # Then it is another directory than the one last marked: left alone until added again
+    assert _left_alone(put_back) == {str(folder): "replaced"}
+    library.add_folder(app, folder)
+    assert maintenance.cleanup(app)["left_alone"] == []
+    # And adding it once more records nothing new
+    marks = app.db.events.count_documents({"type": "CacheFolderMarked"})
+    library.add_folder(app, folder)
+    assert app.db.events.count_documents({"type": "CacheFolderMarked"}) == marks == 3
