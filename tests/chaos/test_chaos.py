@@ -312,11 +312,16 @@ def test_embedded_up_killed_mid_job_resumes_only_what_is_left(
     first.wait(timeout=30)
     made_before = len(list(cache.rglob("*.jpg")))
     assert 100 <= made_before < 800, "the kill must land mid-job"
-    logged_before = len(outcomes_by_image(embedded.env))
+    logged = outcomes_by_image(embedded.env)
+    logged_before = len(logged)
     # A write the kill cut short, as the killed process names it (whether or not the kill
-    # happened to land in one)
+    # happened to land in one): a rendition of an image the log knows
     host = socket.gethostname().replace(".", "_")
-    cut = cache / "cache" / "ff" / "ff" / f".ffff.jpg.{host}.{first.pid}.1.tmp-imagecache"
+    image = str(next(iter(logged.values()))[0]["image_id"])
+    cut = (
+        cache / "cache" / image[:2] / image[2:4]
+        / f".{image}.jpg.{host}.{first.pid}.1.tmp-imagecache"
+    )  # fmt: skip
     cut.parent.mkdir(parents=True, exist_ok=True)
     cut.write_bytes(b"half a picture")
 

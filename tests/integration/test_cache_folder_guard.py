@@ -419,3 +419,35 @@ def test_a_folder_put_back_after_another_was_marked_is_checked_again(
     marks = app.db.events.count_documents({"type": "CacheFolderMarked"})
     library.add_folder(app, folder)
     assert app.db.events.count_documents({"type": "CacheFolderMarked"}) == marks == 3
+
+
+def test_only_half_written_files_of_our_renditions_are_removed(app: App, tmp_path: Path) -> None:
+    # Given a generated folder, and temporary files left by a writer that is gone: one of an
+    # image the log knows, one of an id it never issued, one of a name outside the layout,
+    # and a link at a temporary name
+    folder = tmp_path / "cache"
+    _generate(app, _library(tmp_path / "lib", 2, 0), folder)
+    known = _renditions(folder)[0]
+    gone = "no_such_host.1.2.tmp-imagecache"
+    ours = known.parent / f".{known.name}.{gone}"
+    never = folder / rendition_relpath("cache", "ab" + "0" * 30, "jpg")
+    theirs = [
+        never.parent / f".{never.name}.{gone}",
+        folder / "cache" / f".notes.txt.{gone}",
+    ]
+    for p in (ours, *theirs):
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"half")
+        os.utime(p, (OLD, OLD))
+    target = tmp_path / "precious.txt"
+    target.write_bytes(b"keep me")
+    link = known.parent / f".{known.stem}.webp.{gone}"
+    link.symlink_to(target)
+
+    # When half-written files are removed
+    removed = maintenance.remove_partials(app)
+
+    # Then only the one of our rendition went
+    assert removed == 1 and not ours.exists()
+    assert all(p.exists() for p in theirs) and link.is_symlink()
+    assert target.read_bytes() == b"keep me"
