@@ -134,6 +134,7 @@ class CacheFolderAdded(Event):
     path: str
     capacity_bytes: int
     priority: int
+    again_after: str = ""  # added again after a removal (any unique id): a key of its own
 
     @property
     def stream(self) -> str:
@@ -141,7 +142,8 @@ class CacheFolderAdded(Event):
 
     @property
     def key(self) -> str:
-        return f"folder:{self.folder_id}:added"
+        again = f":{self.again_after}" if self.again_after else ""
+        return f"folder:{self.folder_id}:added{again}"
 
 
 @dataclass(frozen=True)
@@ -163,6 +165,7 @@ class CacheFolderChanged(Event):
 @dataclass(frozen=True)
 class CacheFolderRemoved(Event):
     folder_id: str
+    removal_id: str = ""  # older logs: one removal per folder, under the plain key
 
     @property
     def stream(self) -> str:
@@ -170,7 +173,51 @@ class CacheFolderRemoved(Event):
 
     @property
     def key(self) -> str:
-        return f"folder:{self.folder_id}:removed"
+        removal = f":{self.removal_id}" if self.removal_id else ""
+        return f"folder:{self.folder_id}:removed{removal}"
+
+
+@dataclass(frozen=True)
+class CacheFolderMarked(Event):
+    """imagecache wrote its marker into a cache folder (or found its own there), and this is
+    the directory the host saw at the folder's path: cleanup, eviction and repair touch the
+    folder only while the same directory (device and inode) is there and carries the marker.
+    Its own stream, so that the few marks of a folder are read without its deletions."""
+
+    folder_id: str
+    mark_id: str  # each marking its own key: a folder may be marked A, B, then A again
+    installation_id: str
+    host: str
+    path: str
+    device: int
+    inode: int
+
+    @property
+    def stream(self) -> str:
+        return f"folder:{self.folder_id}:marks"
+
+    @property
+    def key(self) -> str:
+        return f"folder:{self.folder_id}:marked:{self.mark_id}"
+
+
+INSTALLATION_KEY = "installation"
+
+
+@dataclass(frozen=True)
+class InstallationIdentified(Event):
+    """The random id of this data folder's installation, recorded once: the markers of its
+    cache folders name it, so a folder of another installation is never taken for ours."""
+
+    installation_id: str
+
+    @property
+    def stream(self) -> str:
+        return "installation"
+
+    @property
+    def key(self) -> str:
+        return INSTALLATION_KEY
 
 
 # -- bulk operations and jobs ------------------------------------------------------
@@ -431,6 +478,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         FolderReconciled,
         AlertRaised,
         SeqVoided,
+        CacheFolderMarked,
+        InstallationIdentified,
     )
 }
 

@@ -13,12 +13,19 @@ from typing import Any
 import pymongo.errors
 
 from actors import plan, scan
+from actors.sources import resolve_under_roots
 from domain import events as ev
-from domain.errors import ImageCacheError, InvalidInput, UnknownCollection, UnknownFolder
-from domain.ids import collection_id
-from domain.specs import KINDS, kinds_from_choice
+from domain.errors import (
+    ImageCacheError,
+    InvalidInput,
+    PathOutsideRoots,
+    UnknownCollection,
+    UnknownFolder,
+)
+from domain.ownership import folder_id_of
+from domain.specs import kinds_from_choice
 from domain.views import job_status
-from ops import control
+from ops import control, ownership
 from ops.bootstrap import App
 from ops.paths import checked_path
 
@@ -36,7 +43,8 @@ def library_roots(app: App) -> list[str]:
 
 
 def add_root(app: App, path: str | Path) -> str:
-    """Allow collections under `path`; refuse what is not a readable folder."""
+    """Allow collections under `path`; refuse what is not a readable folder, and a folder
+    that is, holds or lies inside a cache folder."""
     real = checked_path(path).expanduser()
     if not real.exists():
         raise InvalidInput(f"{real} does not exist", hint="give the folder of your library")
@@ -48,32 +56,72 @@ def add_root(app: App, path: str | Path) -> str:
         raise InvalidInput(f"{real} is not readable", hint="check its permissions") from None
     resolved = str(real.resolve())
     app.projector.catch_up()
-    for folder in app.read.folder_docs():
-        if _overlaps(Path(resolved), Path(folder["path"]).resolve()):
-            raise InvalidInput(
-                f"the library {resolved} overlaps the cache folder {folder['path']}: its cache"
-                " files would be scanned as pictures",
-                hint="keep the library and the cache folders apart (IMAGECACHE_CACHE_DIR,"
-                " or `imagecache folders add` another folder)",
-            )
+    _check_apart_from_folders(app, Path(resolved), "the library")
     app.events.append(ev.LibraryRootAdded(resolved))
     return resolved
 
 
-def _overlaps(a: Path, b: Path) -> bool:
-    """True when one path is the other or lies inside it."""
-    return a == b or a in b.parents or b in a.parents
+def _cache_folders(app: App) -> list[tuple[str, Path]]:
+    """Every cache folder in use, resolved (one removed is checked when added again)."""
+    docs = app.read.folder_docs()
+    return [(f"the cache folder {d['path']}", Path(d["path"]).resolve()) for d in docs]
+
+
+def _check_apart_from_folders(app: App, path: Path, what: str) -> None:
+    """Refuse a library root or collection that is, holds or lies in a cache folder: its
+    pictures would be taken for the folder's orphans, and its cache files for pictures."""
+    folder = ownership.overlap(path, _cache_folders(app))
+    if folder is not None:
+        raise InvalidInput(
+            f"{what} {path} overlaps {folder}: its cache files would be scanned as pictures,"
+            " and pictures in it taken for cache files",
+            hint="keep the library and the cache folders apart (IMAGECACHE_CACHE_DIR,"
+            " IMAGECACHE_LIBRARY_ROOTS, or `imagecache folders add` another folder)",
+        )
+
+
+def root_problems(app: App) -> list[str]:
+    """Library roots (from IMAGECACHE_LIBRARY_ROOTS or `up PATH`) that overlap a cache
+    folder, one line each with what to do: collections under them are refused, and
+    maintenance leaves the cache folder alone."""
+    app.projector.catch_up()
+    folders = _cache_folders(app)
+    problems = []
+    for root in dict.fromkeys(library_roots(app)):
+        folder = ownership.overlap(root, folders)
+        if folder is not None:
+            problems.append(
+                f"library root {root} overlaps {folder}: no collection is registered under it,"
+                " and maintenance leaves that cache folder alone (keep the library and the"
+                " cache folders apart: correct IMAGECACHE_LIBRARY_ROOTS or IMAGECACHE_CACHE_DIR)"
+            )
+    return problems
 
 
 def add_collections(app: App, path: str | Path, *, revive: bool = False) -> list[str]:
     """Register the collection at `path` (or every collection under it, but those removed;
-    with `revive`, a removed collection at exactly `path` is registered again)."""
+    with `revive`, a removed collection at exactly `path` is registered again). Refused when
+    it, or every root it lies under, overlaps a cache folder."""
     checked_path(path)
     app.projector.catch_up()
+    roots = _roots_apart(app, path, library_roots(app))
     return scan.register(
-        app.events, path, library_roots(app), removed=app.read.removed_collections(),
-        revive=revive,
+        app.events, path, roots, removed=app.read.removed_collections(), revive=revive,
     )  # fmt: skip
+
+
+def _roots_apart(app: App, path: str | Path, roots: Sequence[str]) -> list[str]:
+    """The roots apart from every cache folder, once `path` is known to be apart from them
+    and to lie under one of them (InvalidInput, saying which overlap, otherwise)."""
+    real, root = resolve_under_roots(path, roots)  # PathOutsideRoots when under none
+    _check_apart_from_folders(app, real, "the collection")
+    folders = _cache_folders(app)
+    apart = [r for r in roots if ownership.overlap(r, folders) is None]
+    try:
+        resolve_under_roots(real, apart)
+    except PathOutsideRoots:
+        _check_apart_from_folders(app, root, "the library root")
+    return apart
 
 
 def remove_collection(app: App, cid: str) -> dict[str, Any]:
@@ -143,7 +191,10 @@ def refresh(app: App) -> dict[str, Any]:
     removed = app.read.removed_collections()
     for root in dict.fromkeys(roots):
         try:
-            scan.register(app.events, root, roots, known=known, removed=removed)
+            # A root that overlaps a cache folder is not scanned (root_problems says so).
+            _check_apart_from_folders(app, Path(root).expanduser().resolve(), "the library root")
+            apart = _roots_apart(app, root, roots)
+            scan.register(app.events, root, apart, known=known, removed=removed)
         except ImageCacheError as exc:
             problems.append(f"library root {root}: {exc}")
     app.projector.catch_up()
@@ -171,18 +222,21 @@ def refresh(app: App) -> dict[str, Any]:
 
 
 def folder_id(path: str) -> str:
-    return collection_id(path)
+    """The id of the cache folder at an absolute path."""
+    return folder_id_of(path)
 
 
 def add_folder(
     app: App, path: str | Path, capacity: int = 0, priority: int = 0, *, parents: bool = False
 ) -> str:
-    """Add a cache folder; adding the same folder again changes nothing.
+    """Add a cache folder, and mark it as this data folder's; adding it again changes
+    nothing but marks it again (a folder added before markers existed, or restored).
 
     A missing folder is created when its parent exists (all the way up with `parents`, for
     the default folder in the data folder), so a typo does not make a tree somewhere. It
-    must be writable and apart from every library root: cache files inside a library would
-    be scanned as pictures, and pictures inside a cache folder taken for its files."""
+    must be writable, apart from every library root, and hold nothing imagecache did not
+    write, at any depth: cache files inside a library would be scanned as pictures, and
+    anything else in a cache folder would mix with its files."""
     real = checked_path(path).expanduser().absolute()
     _check_capacity(capacity)
     fid = folder_id(str(real))
@@ -200,9 +254,13 @@ def add_folder(
         raise InvalidInput(f"cannot create cache folder {real}: {exc.strerror}") from exc
     if not os.access(real, os.W_OK | os.X_OK):
         raise InvalidInput(f"cache folder {real} is not writable", hint="check its permissions")
-    if app.read.folder(fid) is None:
-        _check_ours(real)
-    app.events.append(ev.CacheFolderAdded(fid, str(real), capacity, priority))
+    identity = ownership.claim(app, fid, real)
+    view = app.read.folder(fid)
+    # A folder removed earlier is added again under a key of its own (the first add's key
+    # is taken: appending it again would change nothing).
+    again = uuid.uuid4().hex if view is not None and view["removed"] else ""
+    app.events.append(ev.CacheFolderAdded(fid, str(real), capacity, priority, again))
+    ownership.mark(app, fid, str(real), identity, write=True)
     return fid
 
 
@@ -218,23 +276,11 @@ def _check_apart(app: App, real: Path, fid: str) -> None:
         ("the cache folder", str(f["path"])) for f in app.read.folder_docs() if f["_id"] != fid
     ]
     for what, other in others:
-        if _overlaps(resolved, Path(other).resolve()):
+        if ownership.overlap(resolved, [(what, Path(other).resolve())]):
             raise InvalidInput(
                 f"cache folder {real} overlaps {what} {other}",
                 hint="give each cache folder a folder of its own, apart from the library",
             )
-
-
-def _check_ours(real: Path) -> None:
-    """A folder newly added holds nothing but what imagecache writes: cleanup would delete
-    anything else in it (files no rendition references)."""
-    foreign = sorted(e.name for e in os.scandir(real) if e.name not in KINDS)
-    if foreign:
-        raise InvalidInput(
-            f"{real} already holds files imagecache did not write ({', '.join(foreign[:3])}"
-            f"{', ...' if len(foreign) > 3 else ''}); cleanup would delete them",
-            hint="give an empty folder, or one imagecache made",
-        )
 
 
 def _check_capacity(capacity: int) -> None:
@@ -330,7 +376,7 @@ def remove_folder(app: App, fid: str) -> dict[str, Any]:
             f"cache folder {fid} still holds {view['files']} files"
             f" of {view['collections']} collections"
         )
-    app.events.append(ev.CacheFolderRemoved(fid))
+    app.events.append(ev.CacheFolderRemoved(fid, uuid.uuid4().hex))
     app.projector.catch_up()
     return app.read.folder(fid) or view
 

@@ -7,25 +7,25 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from actors.files import is_orphaned_partial
+from actors.files import NotOurs, is_orphaned_partial
 from domain import events as ev
 from domain.errors import NoSpace, UnknownCollection
+from domain.ownership import LeftAlone, classify_entry, left_alone
 from domain.planning import choose_folder
-from ops import control, library
+from ops import control, library, ownership
 from ops.bootstrap import App
+from ops.ownership import Folder
 
 log = logging.getLogger("imagecache.maintenance")
 
 DAY = 86_400.0
 PARTIAL_MAX_AGE = 3_600.0  # a temporary file this old belongs to no live write, on any host
-_LAYOUT = re.compile(r"^(cache|thumbnail)/([0-9a-f]{2})/([0-9a-f]{2})/([0-9a-f]{32})\.\w+$")
 
 
 def _deletion_id(folder_id: str, relpath: str, size: int, mtime: float) -> str:
@@ -33,62 +33,76 @@ def _deletion_id(folder_id: str, relpath: str, size: int, mtime: float) -> str:
     return hashlib.blake2b(raw, digest_size=16).hexdigest()
 
 
-def _generated_here(app: App, folder_id: str, relpath: str) -> ev.RenditionGenerated | None:
-    """The last generation event that wrote this file, if the log has one."""
-    match = _LAYOUT.match(relpath)
-    if not match:
-        return None
-    found = None
-    for s in app.events.of_image(match.group(4), limit=10_000):
-        e = s.event
-        if isinstance(e, ev.RenditionGenerated) and e.folder_id == folder_id and e.path == relpath:
-            found = e
-    return found
-
-
 def _delete(
-    app: App, folder: dict[str, Any], relpath: str, size: int, mtime: float, reason: str,
+    app: App, folder: Folder, relpath: str, size: int, mtime: float, reason: str,
     *, current: dict[str, Any] | None, ctime: float | None = None,
+    origin: ownership.Written | None = None,
 ) -> ev.RenditionDeleted | None:  # fmt: skip
-    """Delete one file, then record it (file first: a crash between leaves drift for reconcile,
-    never a deletion recorded for a file still there)."""
-    if reason != "file_missing" and app.files.remove(folder["path"], relpath) < 0:
+    """Delete one file imagecache wrote, then record it (file first: a crash between leaves
+    drift for reconcile, never a deletion recorded for a file still there). None, and
+    nothing deleted or recorded, when the log has no `RenditionGenerated` of this folder and
+    path (`origin`, looked up when not given), or the path is not a regular file of the
+    folder's directory: whatever `current` (a read model) says, it is not ours."""
+    origin = origin or ownership.generated_here(app, folder.id, relpath)
+    if origin is None:
+        log.warning("kept %s in %s: the log has no record that imagecache wrote it",
+                    relpath, folder.path)  # fmt: skip
         return None
-    origin = _generated_here(app, folder["_id"], relpath) if current is None else None
-    # A stray file was counted if a reconcile measured it: it existed before the last one.
-    measured = ctime is not None and ctime <= float(folder.get("last_reconciled_at") or 0)
-    image, kind = (current["image_id"], current["kind"]) if current else ("", "")
-    if origin is not None:
-        image, kind = origin.image_id, origin.kind
-    match = _LAYOUT.match(relpath)
-    if not image and match:
-        image, kind = match.group(4), match.group(1)
+    if reason != "file_missing":
+        try:
+            if app.files.remove(folder.path, relpath, identity=folder.identity) < 0:
+                return None
+        except NotOurs as exc:
+            log.warning("kept %s in %s: %s", relpath, folder.path, exc)
+            return None
+    # A file the log no longer counts (a deletion was recorded for it, and it came back) is
+    # counted again if a reconcile measured it: it existed before the last one.
+    measured = ctime is not None and ctime <= float(folder.doc.get("last_reconciled_at") or 0)
+    written = origin.event
+    image, kind = written.image_id, written.kind
+    if current is not None:
+        image, kind = current["image_id"], current["kind"]
     event = ev.RenditionDeleted(
         image_id=image,
         kind=kind,
-        folder_id=folder["_id"],
+        folder_id=folder.id,
         path=relpath,
         bytes=int(current["bytes"]) if current else size,
         reason=reason,
-        deletion_id=_deletion_id(folder["_id"], relpath, size, mtime),
-        collection_id=(current or {}).get("collection_id")
-        or (origin.collection_id if origin else ""),
+        deletion_id=_deletion_id(folder.id, relpath, size, mtime),
+        collection_id=(current or {}).get("collection_id") or written.collection_id,
         was_current=current is not None,
-        counted=current is not None or origin is not None or measured,
+        counted=current is not None or origin.counted or measured,
     )
     app.events.append(event)
     return event
 
 
+def _left(alone: list[LeftAlone]) -> list[dict[str, Any]]:
+    return [a.as_dict() for a in alone]
+
+
 def remove_partials(app: App, *, all_hosts_older_than: float = PARTIAL_MAX_AGE) -> int:
-    """Delete temporary files of writes that can no longer finish; return how many."""
+    """Delete temporary files of writes that can no longer finish; return how many. Only
+    in folders maintenance may touch, and only those whose rendition is of an image the log
+    knows (see ops.ownership)."""
     now = app.clock.now()
     removed = 0
-    for folder in app.read.folder_docs():
-        for relpath, _size, mtime in list(app.files.partials(folder["path"])):
+    trusted, _alone = ownership.folders(app, quiet=True)  # the tasks that report say why
+    for folder in trusted:
+        try:
+            partials = list(app.files.partials(folder.path, identity=folder.identity))
+        except NotOurs:
+            continue
+        for relpath, _size, mtime in partials:
             stale = is_orphaned_partial(Path(relpath).name) or now - mtime > all_hosts_older_than
-            if stale and app.files.remove(folder["path"], relpath) >= 0:
-                removed += 1
+            if not stale or not ownership.known_image(app, relpath):
+                continue
+            try:
+                if app.files.remove(folder.path, relpath, identity=folder.identity) >= 0:
+                    removed += 1
+            except NotOurs as exc:
+                log.warning("kept %s in %s: %s", relpath, folder.path, exc)
     if removed:
         log.info("removed %d partial files of interrupted writes", removed)
     return removed
@@ -97,6 +111,10 @@ def remove_partials(app: App, *, all_hosts_older_than: float = PARTIAL_MAX_AGE) 
 def cleanup(app: App, *, dry_run: bool = True, older_than_days: float = 7.0) -> dict[str, Any]:
     """Orphans (files no current rendition references: also what a regenerate with a changed
     spec left at another name) and renditions of removed sources, older than N days.
+
+    Only files imagecache wrote (see ops.ownership): anything else in a cache folder is
+    counted as `foreign` and kept, and a folder maintenance may not touch is reported in
+    `left_alone`, with what to do, and not looked into.
 
     The current rendition of an image whose spec changed is never deleted: it is the only
     copy there is to serve until a regenerate replaces it (in place, or at a new name, which
@@ -109,31 +127,59 @@ def cleanup(app: App, *, dry_run: bool = True, older_than_days: float = 7.0) -> 
     report: dict[str, Any] = {"dry_run": dry_run, "older_than_days": older_than_days, "folders": []}
     if not dry_run:
         remove_partials(app)
-    for folder in app.read.folder_docs():
-        referenced = {d["path"]: d for d in app.read.renditions_in(folder["_id"])}
+    trusted, alone = ownership.folders(app)
+    for folder in trusted:
+        referenced = {d["path"]: d for d in app.read.renditions_in(folder.id)}
         found: list[dict[str, Any]] = []
-        stale = 0
-        for relpath, size, mtime in app.files.walk(folder["path"]):
-            current = referenced.get(relpath)
+        stale = foreign = 0
+        try:
+            entries = list(app.files.entries(folder.path, identity=folder.identity))
+        except NotOurs:
+            alone.append(left_alone(folder.id, folder.path, "replaced"))
+            continue
+        candidates = []
+        for entry in entries:
+            what = classify_entry(entry.relpath, entry.kind)
+            if what in ("layout_dir", "marker", "partial"):
+                continue  # partial files: remove_partials, above
+            if what == "foreign":
+                foreign += 1
+                continue
+            current = referenced.get(entry.relpath)
             if current is not None and current["image_id"] not in removed_sources:
                 stale += current["spec_hash"] != specs.get(current["kind"])
-                continue
-            if mtime > cutoff:
+            elif entry.mtime <= cutoff:
+                candidates.append((entry, current))
+        written = ownership.written_files(app, folder.id, (e.relpath for e, _ in candidates))
+        for entry, current in candidates:
+            origin = written.get(entry.relpath)
+            if origin is None:
+                foreign += 1  # a layout-looking name imagecache never wrote here
                 continue
             reason = "orphan" if current is None else "source_removed"
-            found.append({"path": relpath, "bytes": size, "mtime": mtime, "reason": reason})
-            if not dry_run:
-                ctime = _ctime(Path(folder["path"]) / relpath)
-                _delete(app, folder, relpath, size, mtime, reason, current=current, ctime=ctime)
+            if not dry_run and not _delete(
+                app, folder, entry.relpath, entry.size, entry.mtime, reason, current=current,
+                ctime=entry.ctime, origin=origin,
+            ):  # fmt: skip
+                continue
+            found.append(
+                {"path": entry.relpath, "bytes": entry.size, "mtime": entry.mtime, "reason": reason}
+            )
+        if foreign:
+            log.warning(
+                "cache folder %s holds %d entries imagecache did not write: kept (move them"
+                " out of the cache folder)", folder.path, foreign,
+            )  # fmt: skip
         report["folders"].append(
             {
-                "id": folder["_id"],
-                "path": folder["path"],
+                "id": folder.id,
+                "path": folder.path,
                 "files": len(found),
                 "bytes": sum(f["bytes"] for f in found),
                 "by_reason": _count(f["reason"] for f in found),
                 "stale_kept": stale,
                 "sample": found[:50],
+                "foreign": foreign,
             }
         )
     report["stale_kept"] = sum(f["stale_kept"] for f in report["folders"])
@@ -142,25 +188,22 @@ def cleanup(app: App, *, dry_run: bool = True, older_than_days: float = 7.0) -> 
             f"{report['stale_kept']} current renditions were made with another spec than the"
             " configured one; they are kept until `imagecache regenerate` replaces them"
         )
+    report["foreign"] = sum(f["foreign"] for f in report["folders"])
+    report["left_alone"] = _left(alone)
     app.projector.catch_up()
     return report
 
 
-def _ctime(path: Path) -> float | None:
-    try:
-        return path.stat().st_ctime
-    except FileNotFoundError:
-        return None
-
-
-def _record_missing(app: App) -> int:
-    """Record, file by file, every current rendition whose file is gone."""
+def _record_missing(app: App, trusted: list[Folder]) -> int:
+    """Record, file by file, every current rendition whose file is gone (in folders that
+    maintenance may touch: a folder that is away or replaced has not lost its files)."""
     missing = 0
-    for folder in app.read.folder_docs():
-        for doc in list(app.read.renditions_in(folder["_id"])):
-            if app.files.size(folder["path"], doc["path"]) < 0:
-                _delete(app, folder, doc["path"], int(doc["bytes"]), float(doc["generated_at"]),
-                        "file_missing", current=doc)  # fmt: skip
+    for folder in trusted:
+        for doc in list(app.read.renditions_in(folder.id)):
+            if app.files.size(folder.path, doc["path"]) < 0 and _delete(
+                app, folder, doc["path"], int(doc["bytes"]), float(doc["generated_at"]),
+                "file_missing", current=doc,
+            ):  # fmt: skip
                 missing += 1
     app.projector.catch_up()
     return missing
@@ -173,40 +216,69 @@ def _count(values: Iterable[str]) -> dict[str, int]:
     return out
 
 
+def _measure(app: App, folder: Folder) -> tuple[int, int, int]:
+    """(files, bytes) of what imagecache wrote in a folder, and how many entries it did not."""
+    referenced = {str(d["path"]) for d in app.read.renditions_in(folder.id)}
+    files = size = foreign = 0
+    renditions = []
+    for entry in app.files.entries(folder.path, identity=folder.identity):
+        what = classify_entry(entry.relpath, entry.kind)
+        if what == "rendition":
+            renditions.append(entry)
+        elif what == "foreign":
+            foreign += 1
+    unproven = (e.relpath for e in renditions if e.relpath not in referenced)
+    written = ownership.written_files(app, folder.id, unproven)
+    for entry in renditions:
+        if entry.relpath in referenced or entry.relpath in written:
+            files += 1
+            size += entry.size
+        else:
+            foreign += 1
+    return files, size, foreign
+
+
 def reconcile(app: App) -> dict[str, Any]:
     """Measure each folder on disk; record any drift from `folder_stats` and correct it.
 
     Missing rendition files are recorded one by one first (so a later repair or deletion
     knows exactly what was counted); what remains is drift of files the log never knew.
+    Only files imagecache wrote are measured: anything else is counted as `foreign`.
     """
     app.projector.catch_up()
-    missing = _record_missing(app)
+    trusted, alone = ownership.folders(app)
+    missing = _record_missing(app, trusted)
     report: dict[str, Any] = {"folders": [], "missing_files": missing}
-    for folder in app.read.folder_docs():
-        files = size = 0
-        for _rel, n, _mtime in app.files.walk(folder["path"]):
-            files += 1
-            size += n
-        projected_files, projected_bytes = int(folder.get("files", 0)), int(folder.get("bytes", 0))
+    docs = {d["_id"]: d for d in app.read.folder_docs()}  # as they are after the missing
+    for folder in trusted:
+        try:
+            files, size, foreign = _measure(app, folder)
+        except NotOurs:
+            alone.append(left_alone(folder.id, folder.path, "replaced"))
+            continue
+        doc = docs.get(folder.id, folder.doc)
+        projected_files, projected_bytes = int(doc.get("files", 0)), int(doc.get("bytes", 0))
         drift = files != projected_files or size != projected_bytes
         if drift:
             app.events.append(
                 ev.FolderReconciled(
-                    folder["_id"], _deletion_id(folder["_id"], "reconcile", files, app.clock.now()),
+                    folder.id, _deletion_id(folder.id, "reconcile", files, app.clock.now()),
                     files, size, projected_files, projected_bytes,
                 )
             )  # fmt: skip
             log.warning(
                 "folder %s drifted: measured %d files / %d bytes, projected %d / %d; corrected",
-                folder["path"], files, size, projected_files, projected_bytes,
+                folder.path, files, size, projected_files, projected_bytes,
             )  # fmt: skip
         report["folders"].append(
             {
-                "id": folder["_id"], "path": folder["path"], "drift": drift,
+                "id": folder.id, "path": folder.path, "drift": drift,
                 "measured_files": files, "measured_bytes": size,
                 "projected_files": projected_files, "projected_bytes": projected_bytes,
+                "foreign": foreign,
             }
         )  # fmt: skip
+    report["left_alone"] = _left(alone)
     app.projector.catch_up()
     return report
 
@@ -214,7 +286,8 @@ def reconcile(app: App) -> dict[str, Any]:
 def repair_missing(app: App, *, replan: bool = True) -> dict[str, Any]:
     """Renditions whose file is gone are recorded deleted, and their collections re-planned."""
     app.projector.catch_up()
-    found = _record_missing(app)
+    trusted, alone = ownership.folders(app)
+    found = _record_missing(app, trusted)
     lost = app.read.deleted_renditions("file_missing")
     collections = sorted({d["collection_id"] for d in lost})
     jobs: list[str] = []
@@ -230,35 +303,39 @@ def repair_missing(app: App, *, replan: bool = True) -> dict[str, Any]:
         "collections": collections,
         "jobs": jobs,
         "queued_in": queued_in,
+        "left_alone": _left(alone),
     }
 
 
 def enforce_capacity(
     app: App, *, high_water: float = 0.95, low_water: float = 0.85
 ) -> dict[str, Any]:
-    """Evict least-recently-served renditions from folders over `high_water` of capacity."""
+    """Evict least-recently-served renditions from folders over `high_water` of capacity
+    (only files imagecache wrote, in folders maintenance may touch: see ops.ownership)."""
     app.projector.catch_up()
     report: dict[str, Any] = {"folders": []}
-    for folder in app.read.folder_docs():
-        capacity = int(folder.get("capacity_bytes", 0))
-        used = int(folder.get("bytes", 0))
+    trusted, alone = ownership.folders(app)
+    for folder in trusted:
+        capacity = int(folder.doc.get("capacity_bytes", 0))
+        used = int(folder.doc.get("bytes", 0))
         if not capacity or used <= capacity * high_water:
             continue
         target = capacity * low_water
         evicted = freed = 0
-        for doc in app.read.eviction_order(folder["_id"]):
+        for doc in app.read.eviction_order(folder.id):
             if used - freed <= target:
                 break
-            size = app.files.size(folder["path"], doc["path"])
+            size = app.files.size(folder.path, doc["path"])
             if _delete(app, folder, doc["path"], max(size, 0), float(doc["generated_at"]),
                        "evicted", current=doc):  # fmt: skip
                 evicted += 1
                 freed += int(doc["bytes"])
         log.warning("folder %s over %d%%: evicted %d renditions, %d bytes",
-                    folder["path"], round(100 * high_water), evicted, freed)  # fmt: skip
+                    folder.path, round(100 * high_water), evicted, freed)  # fmt: skip
         report["folders"].append(
-            {"id": folder["_id"], "path": folder["path"], "evicted": evicted, "bytes": freed}
+            {"id": folder.id, "path": folder.path, "evicted": evicted, "bytes": freed}
         )
+    report["left_alone"] = _left(alone)
     app.projector.catch_up()
     return report
 

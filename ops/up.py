@@ -19,6 +19,8 @@ def run_up(app: App, paths: Sequence[str], *, as_json: bool, worker: bool) -> di
     """Everything `up` does before serving; returns the summary."""
     started = time.monotonic()
     library.ensure_default_folder(app)
+    for line in library.root_problems(app):  # a root named in IMAGECACHE_LIBRARY_ROOTS
+        print(f"imagecache up: {line}", file=sys.stderr)
     runs_here = app.start_worker() if worker else False
     # Finish what an interrupted run left first, so it is neither lost nor planned twice.
     if app.embedded:

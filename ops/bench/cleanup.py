@@ -1,9 +1,11 @@
 """`imagecache bench cleanup`: the orphan-cleanup scan of a folder of --files files.
 
-A cache folder of --files small files in the rendition layout, half of them referenced
-by the `renditions` read model, the other half orphans; timed: `cleanup --dry-run`
-(walk, compare, classify). Baseline in the same run: a bare walk with stat of the same
-tree (os.walk + stat, what any scan must at least do).
+A cache folder of --files small files in the rendition layout, each written by imagecache
+as the log says (a `RenditionGenerated` of that folder and path): half of them still
+referenced, the other half orphans (their image was generated again under another name);
+timed: `cleanup --dry-run` (walk, compare, classify, and the log lookup that proves each
+orphan is imagecache's). Baseline in the same run: a bare walk with stat of the same tree
+(os.walk + stat, what any scan must at least do).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from domain import events as ev
+from domain.events import StoredEvent, stored
 from domain.ids import rendition_relpath
 from ops import maintenance
 from ops.bench.common import embedded_env, report
@@ -25,6 +29,7 @@ from ops.settings import Settings
 
 
 def _make_tree(root: Path, count: int) -> list[tuple[str, str]]:
+    """`count` one-byte files in the layout, a month old: (image id, relpath) of each."""
     made = []
     old = time.time() - 30 * 86_400
     for n in range(count):
@@ -38,6 +43,36 @@ def _make_tree(root: Path, count: int) -> list[tuple[str, str]]:
         if n % 50_000 == 0 and n:
             print(f"  {n:,} files made", flush=True)
     return made
+
+
+def _log_writes(app: Any, fid: str, made: list[tuple[str, str]]) -> None:
+    """The log of those files, as generation writes it (stored in bulk, then projected): a
+    `RenditionGenerated` each; for the second half another one under a WebP name, which
+    makes the first an orphan."""
+    spec = app.settings.specs["thumbnail"].hash
+    seq = app.events.head()
+    now = time.time()
+    records: list[StoredEvent] = []
+
+    def generated(job: str, image: str, rel: str) -> ev.RenditionGenerated:
+        return ev.RenditionGenerated(job, image, "bench", "thumbnail", fid, rel, 1, 1, 1, 1, spec,
+                                     1, 1.0)  # fmt: skip
+
+    for n, (image, rel) in enumerate(made):
+        events = [generated("bench", image, rel)]
+        if n >= len(made) // 2:  # made again in WebP, by a later job
+            webp = rendition_relpath("thumbnail", image, "webp")
+            events.append(generated("bench-webp", image, webp))
+        for e in events:
+            seq += 1
+            records.append(stored(e, seq, now))
+        if len(records) >= 10_000:
+            app.db.events.insert_many([{"_id": r.seq, **r.to_record()} for r in records])
+            records = []
+    if records:
+        app.db.events.insert_many([{"_id": r.seq, **r.to_record()} for r in records])
+    app.db.counters.update_one({"_id": "events"}, {"$max": {"n": seq}}, upsert=True)
+    app.projector.catch_up()
 
 
 def _bare_walk(root: Path) -> int:
@@ -57,18 +92,11 @@ def run(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="icbench-") as data:
         env = embedded_env(data)
         folder = Path(data) / "cache"
-        made = _make_tree(folder, args.files)
         with bootstrap(Settings.from_env(env)) as app:
+            # Added empty, then filled: a folder holding files it did not write is refused.
             fid = add_folder(app, folder)
-            app.projector.catch_up()
-            docs: list[dict[str, Any]] = [
-                {"_id": f"{image}:thumbnail", "image_id": image, "kind": "thumbnail",
-                 "folder_id": fid, "path": rel, "bytes": 1, "spec_hash": app.settings.specs[
-                     "thumbnail"].hash, "collection_id": "c", "deleted": False}
-                for image, rel in made[: len(made) // 2]
-            ]  # fmt: skip
-            for n in range(0, len(docs), 10_000):
-                app.db.renditions.insert_many(docs[n : n + 10_000])
+            made = _make_tree(folder, args.files)
+            _log_writes(app, fid, made)
             started = time.perf_counter()
             walked = _bare_walk(folder)
             bare = walked / (time.perf_counter() - started)
@@ -77,7 +105,7 @@ def run(argv: list[str]) -> int:
             seconds = time.perf_counter() - started
     found = result["folders"][0]["files"]
     figures = {
-        "files": walked,
+        "files": len(made),
         "orphans_found": found,
         "cleanup_files_per_s": round(walked / seconds),
         "bare_walk_files_per_s": round(bare),

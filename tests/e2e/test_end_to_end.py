@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from domain.ownership import MARKER_NAME
 from tests.e2e.conftest import Imagecache, make_library
 
 pytestmark = pytest.mark.e2e
@@ -31,7 +32,7 @@ def _free_port() -> int:
 
 
 def _check_cache_files(cache: Path, expected: int) -> None:
-    files = [p for p in cache.rglob("*") if p.is_file()]
+    files = [p for p in cache.rglob("*") if p.is_file() and p.name != MARKER_NAME]
     assert len(files) == expected
     assert not [p for p in files if "tmp-imagecache" in p.name], "a temporary file was left"
     for p in files:
@@ -139,7 +140,9 @@ def test_cache_folders_stay_apart_from_the_library(tmp_path: Path, embedded: Ima
     assert foreign.returncode == 1 and "already holds files imagecache did not write" in (
         foreign.stderr
     )
-    assert "IMG_0001.jpg" in foreign.stderr and (photos / "IMG_0001.jpg").exists()
+    # (the error counts what is there, and names nothing: the API must not list a folder)
+    assert "1 entries" in foreign.stderr and "IMG_0001" not in foreign.stderr
+    assert (photos / "IMG_0001.jpg").exists()
     # And a folder apart from the library is added, and removed while it is empty
     added = embedded.run("folders", "add", str(tmp_path / "second"), "--json")
     assert added.returncode == 0, added.stderr
@@ -336,7 +339,7 @@ def test_maintenance_commands_speak_plainly(tmp_path: Path, embedded: Imagecache
     make_library(lib)
     assert embedded.run("up", str(lib), "--no-serve").returncode == 0
     (folder,) = json.loads(embedded.run("folders", "list", "--json").stdout)
-    lost = next(p for p in Path(folder["path"]).rglob("*") if p.is_file())
+    lost = next(p for p in Path(folder["path"], "cache").rglob("*") if p.is_file())
     lost.unlink()
 
     # When the maintenance tasks run from the command line, without --json
@@ -369,7 +372,7 @@ def test_maintenance_commands_speak_plainly(tmp_path: Path, embedded: Imagecache
     # And -v adds our own lines, not every command pymongo sends (160 lines for this one)
     assert verbose.returncode == 0 and "imagecache.embedded" in verbose.stderr
     assert "pymongo" not in verbose.stderr and len(verbose.stderr.splitlines()) < 10
-    files = len(list(Path(folder["path"]).rglob("*.*")))
+    files = len([p for p in Path(folder["path"]).rglob("*.*") if p.name != MARKER_NAME])
     assert files == 0 and f"{folder['path']}: evicted " in evict.stdout
     assert "no cache folder is over 95% of its capacity" in idle.stdout
 

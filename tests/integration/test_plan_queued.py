@@ -91,7 +91,7 @@ def test_repair_twice_before_its_job_ran_plans_one_job(tmp_path: Path, settings:
     with bootstrap(settings) as app:
         _generated(app, lib)
         (folder,) = app.read.folder_docs()
-    next(p for p in Path(folder["path"]).rglob("*.*") if p.is_file()).unlink()
+    next(p for p in Path(folder["path"], "cache").rglob("*.*") if p.is_file()).unlink()
 
     # When repair runs twice, with no worker (a nightly one, while the first job still waits)
     with bootstrap(settings) as app:

@@ -451,6 +451,8 @@ def samples() -> list[ev.Event]:
         ev.FolderReconciled(folder, rid(), 1, 2, 3, 4),
         ev.AlertRaised(rid(), f"job:{job}", "error", "failure rate 50%"),
         ev.SeqVoided(17),
+        ev.CacheFolderMarked(folder, rid(), rid(), "host-1", "/cache", 2049, 131),
+        ev.InstallationIdentified(rid()),
     ]
 
 

@@ -67,24 +67,31 @@ def test_unknown_folders_are_404(site: Site) -> None:
 
 
 def test_cleanup_dry_run_then_execute_and_reconcile(site: Site) -> None:
-    populate(site)
+    ids = populate(site)
     info = site.client.get("/api/v1/info", headers=AUTH).json()
     if not info["maintenance"]:
         return  # ops.maintenance is not there: the routes are not offered
     folder = site.client.get(f"{FOLDERS}/statistics", headers=AUTH).json()["folders"][0]
-    orphan = Path(folder["path"]) / "thumbnail" / "ff" / "ee" / ("ffee" + "0" * 28 + ".jpg")
-    orphan.parent.mkdir(parents=True, exist_ok=True)
-    orphan.write_bytes(b"orphan")
-    # The dry run (the default) reports the orphan and deletes nothing
+    # A file imagecache never wrote, with a layout-looking name, is never an orphan: kept
+    planted = Path(folder["path"]) / "thumbnail" / "ff" / "ee" / ("ffee" + "0" * 28 + ".jpg")
+    planted.parent.mkdir(parents=True, exist_ok=True)
+    planted.write_bytes(b"not ours")
+    # The renditions of a removed collection are what cleanup takes
+    removed = site.client.delete(f"/api/v1/collections/{ids[0]}", headers=AUTH)
+    assert removed.status_code == 200, removed.text
+    # The dry run (the default) reports them and deletes nothing
     dry = site.client.post(f"{FOLDERS}/cleanup", json={"older_than_days": 0}, headers=AUTH)
     assert dry.status_code == 200 and dry.json()["dry_run"] is True
-    assert sum(f["files"] for f in dry.json()["folders"]) == 1
-    assert orphan.exists()
+    files = sum(f["files"] for f in dry.json()["folders"])
+    assert files > 0 and dry.json()["foreign"] == 1
+    doomed = [Path(folder["path"]) / f["path"] for f in dry.json()["folders"][0]["sample"]]
+    assert doomed and all(p.exists() for p in doomed)
     done = site.client.post(
         f"{FOLDERS}/cleanup", json={"dry_run": False, "older_than_days": 0}, headers=AUTH
     )
-    assert done.status_code == 200 and not orphan.exists()
-    # Reconcile measures the disk: nothing drifted
+    assert done.status_code == 200 and sum(f["files"] for f in done.json()["folders"]) == files
+    assert not any(p.exists() for p in doomed) and planted.exists()
+    # Reconcile measures the disk (only what imagecache wrote): nothing drifted
     rec = site.client.post(f"{FOLDERS}/reconcile", headers=AUTH)
     assert rec.status_code == 200
     assert [f["drift"] for f in rec.json()["folders"]] == [False]
