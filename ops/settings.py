@@ -50,13 +50,18 @@ def env_float(
 def _within(name: str, raw: str, value: N, lo: N | None, hi: N | None) -> N:
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         if hi is None:
-            bounds = f"at least {lo:g}"
+            bounds = f"at least {_number(lo)}"
         elif lo is None:
-            bounds = f"at most {hi:g}"
+            bounds = f"at most {_number(hi)}"
         else:
-            bounds = f"from {lo:g} to {hi:g}"
+            bounds = f"from {_number(lo)} to {_number(hi)}"
         raise InvalidInput(f"{name}={raw!r} is out of range: it must be {bounds}")
     return value
+
+
+def _number(value: float | None) -> str:
+    """A bound as people write it: whole numbers in full (1048576, not 1.04858e+06)."""
+    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 def flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:

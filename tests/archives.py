@@ -18,7 +18,9 @@ _CENTRAL = {"flag": 8, "method": 10, "crc": 16, "csize": 20, "usize": 24}
 _FORMATS = {"flag": "<H", "method": "<H", "crc": "<I", "csize": "<I", "usize": "<I"}
 
 
-def picture(size: tuple[int, int] = (320, 240), colour: tuple[int, int, int] = (200, 60, 30)) -> bytes:
+def picture(
+    size: tuple[int, int] = (320, 240), colour: tuple[int, int, int] = (200, 60, 30)
+) -> bytes:
     """A small JPEG."""
     buffer = io.BytesIO()
     Image.new("RGB", size, colour).save(buffer, "JPEG", quality=85)
@@ -80,7 +82,8 @@ def hostile_archive(path: Path, *, bomb_bytes: int) -> dict[str, str]:
             ["001.jpg", "encrypted.jpg", "002.jpg", "deflate64.jpg", "corrupt-deflate.jpg",
              "bad-crc.jpg", "003.jpg"]
         ):  # fmt: skip
-            method = zipfile.ZIP_STORED if name in ("bad-crc.jpg", "002.jpg") else zipfile.ZIP_DEFLATED
+            stored = name in ("bad-crc.jpg", "002.jpg")
+            method = zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED
             archive.writestr(zipfile.ZipInfo(name, (2024, 5, 1, 12, 0, n)), good, method)
             expected[name] = ""
         zeros_member(archive, "bomb.jpg", bomb_bytes + 1, prefix=good)
