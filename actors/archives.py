@@ -127,6 +127,7 @@ class BoundedReader(io.BufferedIOBase):
         return True
 
     def read(self, size: int | None = -1) -> bytes:
+        """Up to `size` bytes (all that is left: -1); SourceTooLarge past the limit."""
         try:
             data = self._raw.read(-1 if size is None else size)
         except Exception as exc:
@@ -144,9 +145,10 @@ class BoundedReader(io.BufferedIOBase):
         return len(data)
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        """Move to `offset` as `raw` does (a ZIP member re-reads from its start to go back)."""
         try:
             return self._raw.seek(offset, whence)
-        except Exception as exc:  # ZipExtFile re-reads from the start to seek back
+        except Exception as exc:
             _reraise(exc)
 
     def tell(self) -> int:

@@ -17,8 +17,9 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
+from actors.reading import open_member
 from actors.render import Rendered, render, unexpected
-from actors.sources import SourceRef, open_member
+from actors.sources import SourceRef
 from domain.errors import RenderError, TransientIOError
 from domain.specs import RenditionSpec
 

@@ -8,14 +8,8 @@ from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from actors.sources import (
-    ARCHIVES,
-    SourceRef,
-    discover,
-    list_members,
-    member_digest,
-    resolve_under_roots,
-)
+from actors.reading import member_digest
+from actors.sources import ARCHIVES, SourceRef, discover, list_members, resolve_under_roots
 from domain import events as ev
 from domain.errors import InvalidInput, RenderError, UnknownCollection
 from domain.ids import collection_id, image_id

@@ -4,33 +4,24 @@ A collection is a folder that holds images directly, or one ZIP/CBZ archive.
 Paths outside the library roots, symlinks that leave their collection, symlink loops and
 archive members with absolute or `..` names are refused. What a scan accepted is opened
 again for reading without following any link below the library root, and only while it
-is still what the scan found (size and mtime): see `open_member`.
+is still what the scan found (size and mtime): see `actors.reading`.
 """
 
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import os
 import posixpath
 import stat
 import zipfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
-from typing import IO, BinaryIO, cast
+from typing import IO
 
-from actors.archives import (
-    ArchiveCache,
-    BoundedReader,
-    UnreadableArchive,
-    check_member,
-    over_limit,
-    zip_error,
-)
+from actors.archives import ArchiveCache
 from actors.nofollow import LinkFound, open_below
 from domain.errors import (
     InvalidInput,
@@ -148,13 +139,13 @@ def list_members(path: Path, source: str, root: str = "") -> Iterator[Member]:
     if source == "archive":
         yield from _archive_members(path, root)
         return
-    anchor, parts = _anchor(str(path), root)
+    anchor, parts = anchor_of(str(path), root)
     try:
         fd = open_below(anchor, parts, directory=True)
     except FileNotFoundError as exc:
         raise SourceMissing(f"collection folder {path} is gone") from exc
     except OSError as exc:
-        raise _refusal(exc, "") from None
+        raise refusal(exc, "") from None
     try:
         with os.scandir(fd) as listing:
             entries = sorted(listing, key=lambda e: e.name)
@@ -229,7 +220,7 @@ def link_target(folder: str, name: str, text: str) -> list[str] | None:
     return None
 
 
-def _anchor(collection: str, root: str) -> tuple[str, list[str]]:
+def anchor_of(collection: str, root: str) -> tuple[str, list[str]]:
     """The folder to open a collection from (its library root, trusted as it is), and the
     names below it that lead to the collection; without a root, its parent folder."""
     coll = PurePosixPath(collection)
@@ -241,7 +232,7 @@ def _anchor(collection: str, root: str) -> tuple[str, list[str]]:
 
 
 def _archive_members(path: Path, root: str) -> Iterator[Member]:
-    file, _identity = _open_archive_file(str(path), root, "")
+    file, _identity = open_archive_file(str(path), root, "")
     try:
         with file:
             infos = zipfile.ZipFile(file).infolist()
@@ -266,103 +257,14 @@ def member_mtime(info: zipfile.ZipInfo) -> float:
         return 0.0
 
 
-def member_digest(ref: SourceRef, max_bytes: int = MAX_SOURCE_BYTES) -> str:
-    """A content hash of one image (BLAKE2b, 128 bits), read in 1 MiB blocks."""
-    digest = hashlib.blake2b(digest_size=16)
-    with open_member(ref, max_bytes=max_bytes) as fp:
-        while block := fp.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-@contextmanager
-def open_member(ref: SourceRef, *, max_bytes: int = MAX_SOURCE_BYTES) -> Iterator[BinaryIO]:
-    """One image of a collection, open for reading and seekable, streamed within `max_bytes`.
-
-    Opened without following any link below the library root, and only while it is what the
-    scan found: a link, a changed size or mtime, a file that is gone are SourceMissing, saying
-    to scan again. Every error is a RenderError. A ZIP member's CRC-32 is checked when the
-    reading done in the `with` block succeeds (the rest of the member is read for it)."""
-    if ref.source == "archive":
-        opened = _archive_member(ref, max_bytes)
-    else:
-        opened = _folder_member(ref, max_bytes)
-    with opened as reader:
-        yield cast(BinaryIO, reader)  # a BufferedIOBase, which typeshed does not count as one
-        reader.finish()
-
-
-@contextmanager
-def _folder_member(ref: SourceRef, max_bytes: int) -> Iterator[BoundedReader]:
-    if "/" in ref.member or ref.member in ("", ".", ".."):
-        raise SourceMissing(f"refused member name {ref.member!r}")
-    anchor, parts = _anchor(ref.collection, ref.root)
-    try:
-        try:
-            fd = open_below(anchor, [*parts, ref.member])
-        except LinkFound as exc:
-            if exc.filename != "/".join([*parts, ref.member]):
-                raise  # a folder on the way, not the member itself
-            fd = _open_linked(ref, anchor, parts)
-    except OSError as exc:
-        raise _refusal(exc) from None
-    file = os.fdopen(fd, "rb")
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise SourceMissing(f"{ref.member} is no longer a regular file; {RESCAN}")
-        _check_found(ref, st.st_size, st.st_mtime)
-        if st.st_size > max_bytes:
-            raise over_limit(st.st_size, max_bytes, "file holds")
-    except BaseException:
-        file.close()
-        raise
-    with BoundedReader(file, max_bytes) as reader:
-        yield reader
-
-
-def _open_linked(ref: SourceRef, anchor: str, parts: list[str]) -> int:
-    """The member is a link (as the scan found, or swapped in since): follow it only as the
-    scan does, to a file inside the collection, with no other link on the way."""
-    text = os.readlink(posixpath.join(ref.collection, ref.member))
-    inside = link_target(ref.collection, ref.member, text)
-    if inside is None:
-        raise SourceMissing(
-            f"{ref.member} is a symbolic link that leaves its collection, not followed; {RESCAN}"
-        )
-    return open_below(anchor, [*parts, *inside])
-
-
-@contextmanager
-def _archive_member(ref: SourceRef, max_bytes: int) -> Iterator[BoundedReader]:
-    if not safe_member_name(ref.member):
-        raise SourceMissing(f"refused archive member {ref.member!r}")
-    file, identity = _open_archive_file(ref.collection, ref.root, RESCAN)
-    try:
-        with ARCHIVES.archive(ref.collection, file, identity) as archive:
-            try:
-                info = archive.getinfo(ref.member)
-            except KeyError:
-                raise SourceMissing(f"{ref.member} is no longer in the archive; {RESCAN}") from None
-            _check_found(ref, info.file_size, member_mtime(info), zipped=True)
-            check_member(info, max_bytes)
-            try:
-                raw = archive.open(info)
-            except Exception as exc:
-                raise _zip_open_error(exc) from exc
-            with BoundedReader(raw, max_bytes) as reader:
-                yield reader
-    except UnreadableArchive as exc:
-        raise SourceMissing(f"the archive is no longer readable ({exc}); {RESCAN}") from exc
-
-
-def _open_archive_file(path: str, root: str, hint: str) -> tuple[IO[bytes], tuple[int, ...]]:
-    """The archive file, opened without following links below the root, and its identity."""
-    anchor, parts = _anchor(path, root)
+def open_archive_file(path: str, root: str, hint: str) -> tuple[IO[bytes], tuple[int, ...]]:
+    """The archive file, opened without following links below the root, and its identity
+    (device, inode, size, mtime); a RenderError that ends with `hint` when it cannot be."""
+    anchor, parts = anchor_of(path, root)
     try:
         fd = open_below(anchor, parts)
     except OSError as exc:
-        raise _refusal(exc, hint) from None
+        raise refusal(exc, hint) from None
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
@@ -370,27 +272,7 @@ def _open_archive_file(path: str, root: str, hint: str) -> tuple[IO[bytes], tupl
     return os.fdopen(fd, "rb"), (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def _check_found(ref: SourceRef, size: int, mtime: float, *, zipped: bool = False) -> None:
-    """The file is still what the scan found, or SourceMissing saying to scan again."""
-    changed = []
-    if ref.size is not None and size != ref.size:
-        changed.append(f"{ref.size} bytes at the scan, {size} now")
-    if ref.mtime is not None and not _same_time(ref.mtime, mtime, zipped):
-        changed.append("modified since")
-    if changed:
-        raise SourceMissing(f"{ref.member} changed since the scan ({', '.join(changed)}); {RESCAN}")
-
-
-def _same_time(scanned: float, now: float, zipped: bool) -> bool:
-    if scanned == now:
-        return True
-    # A ZIP stores local wall-clock time without a zone: a worker in another time zone than
-    # the scanner reads the same member a whole number of quarter hours apart.
-    apart = abs(scanned - now)
-    return zipped and apart <= 14 * 3600 and apart % 900 == 0
-
-
-def _refusal(exc: OSError, hint: str = RESCAN) -> RenderError:
+def refusal(exc: OSError, hint: str = RESCAN) -> RenderError:
     """An open that failed, as the RenderError that says what it found (and what to do)."""
     what = exc.filename or "the source"
     then = f"; {hint}" if hint else ""
@@ -404,12 +286,3 @@ def _refusal(exc: OSError, hint: str = RESCAN) -> RenderError:
         return SourceMissing(f"refused name {what!r}")
     code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
     return TransientIOError(f"read failed ({code}: {exc.strerror}) {what}")
-
-
-def _zip_open_error(exc: Exception) -> RenderError:
-    error = zip_error(exc)
-    if error is not None:
-        return error
-    if isinstance(exc, OSError) and exc.errno is not None:
-        return _refusal(exc)
-    return SourceMissing(f"the archive member cannot be opened ({foreign_text(exc)}); {RESCAN}")

@@ -19,14 +19,8 @@ from PIL import Image
 from actors import render as render_module
 from actors.archives import ArchiveCache
 from actors.pool import render_member
-from actors.sources import (
-    ARCHIVES,
-    SourceRef,
-    discover,
-    list_members,
-    member_digest,
-    resolve_under_roots,
-)
+from actors.reading import member_digest
+from actors.sources import ARCHIVES, SourceRef, discover, list_members, resolve_under_roots
 from domain.errors import (
     ERROR_CLASSES,
     CorruptImage,
