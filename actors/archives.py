@@ -128,12 +128,16 @@ class BoundedReader(io.BufferedIOBase):
 
     def read(self, size: int | None = -1) -> bytes:
         """Up to `size` bytes (all that is left: -1); SourceTooLarge past the limit."""
+        left = self._limit - self._raw.tell()
+        # Never more than one byte past the limit, even for "all of it": a file that grew
+        # since it was checked must not be read whole to find out.
+        want = left + 1 if size is None or size < 0 or size > left else size
         try:
-            data = self._raw.read(-1 if size is None else size)
+            data = self._raw.read(want)
         except Exception as exc:
             _reraise(exc)
-        if self._raw.tell() > self._limit:
-            raise over_limit(self._raw.tell(), self._limit, "source holds more than")
+        if len(data) > left:
+            raise over_limit(self._limit + 1, self._limit, "source holds at least")
         return data
 
     def read1(self, size: int = -1) -> bytes:

@@ -19,6 +19,7 @@ from typing import BinaryIO, cast
 
 from actors.archives import BoundedReader, UnreadableArchive, check_member, over_limit, zip_error
 from actors.nofollow import LinkFound, open_below
+from actors.render import unexpected
 from actors.sources import (
     ARCHIVES,
     MAX_SOURCE_BYTES,
@@ -31,15 +32,27 @@ from actors.sources import (
     refusal,
     safe_member_name,
 )
-from domain.errors import RenderError, SourceMissing, foreign_text
+from domain.errors import RenderError, SourceMissing, TransientIOError
 
 
 def member_digest(ref: SourceRef, max_bytes: int = MAX_SOURCE_BYTES) -> str:
-    """A content hash of one image (BLAKE2b, 128 bits), read in 1 MiB blocks."""
+    """A content hash of one image (BLAKE2b, 128 bits), read in 1 MiB blocks; a RenderError
+    (the one its render would fail with) when it cannot be read."""
     digest = hashlib.blake2b(digest_size=16)
-    with open_member(ref, max_bytes=max_bytes) as fp:
-        while block := fp.read(1 << 20):
-            digest.update(block)
+    try:
+        with open_member(ref, max_bytes=max_bytes) as fp:
+            while block := fp.read(1 << 20):
+                digest.update(block)
+    except RenderError:
+        raise
+    except MemoryError as exc:
+        raise TransientIOError("ran out of memory while hashing") from exc
+    except OSError as exc:
+        if exc.errno is None:
+            raise unexpected(exc, "hashing") from exc
+        raise refusal(exc) from exc
+    except Exception as exc:
+        raise unexpected(exc, "hashing") from exc
     return digest.hexdigest()
 
 
@@ -150,4 +163,4 @@ def _zip_open_error(exc: Exception) -> RenderError:
         return error
     if isinstance(exc, OSError) and exc.errno is not None:
         return refusal(exc)
-    return SourceMissing(f"the archive member cannot be opened ({foreign_text(exc)}); {RESCAN}")
+    return unexpected(exc, "opening the archive member")

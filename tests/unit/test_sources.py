@@ -19,7 +19,7 @@ from PIL import Image
 from actors import render as render_module
 from actors.archives import ArchiveCache
 from actors.pool import render_member
-from actors.reading import member_digest
+from actors.reading import member_digest, open_member
 from actors.sources import ARCHIVES, SourceRef, discover, list_members, resolve_under_roots
 from domain.errors import (
     ERROR_CLASSES,
@@ -465,3 +465,19 @@ def test_a_content_hash_reads_through_the_same_checks(tmp_path: Path) -> None:
         with pytest.raises(RenderError) as caught:
             member_digest(members[name], LIMIT)
         assert caught.value.error_class == expected[name]
+
+
+def test_a_file_that_grows_while_it_is_read_is_stopped_at_the_limit(tmp_path: Path) -> None:
+    # Given a picture under the limit, opened for reading, that then grows past it
+    album = tmp_path / "album"
+    album.mkdir()
+    (album / "a.jpg").write_bytes(picture())
+    ref = refs(album, tmp_path)["a.jpg"]
+    # When all of it is read, Then no more than the limit is, and it says so
+    with (
+        pytest.raises(SourceTooLarge, match=f"at least {LIMIT + 1:,} bytes"),
+        open_member(ref, max_bytes=LIMIT) as fp,
+    ):
+        with open(album / "a.jpg", "ab") as grow:
+            grow.write(bytes(LIMIT))
+        assert len(fp.read(LIMIT + 1000)) <= LIMIT
