@@ -53,7 +53,10 @@ def test_a_hostile_archive_is_failed_member_by_member_and_the_rest_made(
     for n in range(3):
         (lib / "album" / f"good-{n}.jpg").write_bytes(picture(colour=(n * 60, 90, 90)))
     expected = hostile_archive(lib / "hostile.cbz", bomb_bytes=LIMIT)
-    ic = Imagecache(dict(embedded.env, IMAGECACHE_MAX_SOURCE_BYTES=str(LIMIT)))
+    # (batches of 16: the archive's good and bad members travel in one message)
+    ic = Imagecache(
+        dict(embedded.env, IMAGECACHE_MAX_SOURCE_BYTES=str(LIMIT), IMAGECACHE_BATCH_SIZE="16")
+    )
 
     # When the main job runs
     summary, _ = _up(ic, lib)
