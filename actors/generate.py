@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -16,9 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from actors.pool import render_member
-from actors.render import Rendered
+from actors.render import Rendered, unexpected
+from actors.sources import MAX_SOURCE_BYTES, SourceRef
 from domain import events as ev
-from domain.errors import NoSpace, RenderError, TransientIOError
+from domain.errors import NoSpace, RenderError, TransientIOError, outcome_message
 from domain.ids import rendition_relpath
 from domain.planning import SourceImage, choose_folder, is_current
 from domain.ports import Clock, EventLog, FileStore
@@ -28,7 +30,8 @@ from projections.readmodels import ReadModels
 log = logging.getLogger("imagecache.generate")
 
 HEARTBEAT_SECONDS = 30
-Renderer = Callable[[str, str, str, Sequence[RenditionSpec], int], list[Rendered]]
+# (image, specs, max_pixels, max_source_bytes) -> renditions, or a RenderError
+Renderer = Callable[[SourceRef, Sequence[RenditionSpec], int, int], list[Rendered]]
 
 
 @dataclass
@@ -40,12 +43,17 @@ class Generator:
     files: FileStore
     clock: Clock
     max_pixels: int = 100_000_000
+    max_source_bytes: int = MAX_SOURCE_BYTES
     renderer: Renderer = render_member
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     # How often, within a batch, to look whether its job was paused or cancelled meanwhile
     # (a batch of large images takes many seconds; a pause should not wait for it).
     control_every: float = 1.0
+    # Set when the process stops: a batch ends between images, and what is left (no outcome
+    # yet) is what the next run re-sends, so SIGINT/SIGTERM never wait for a whole batch.
+    stopping: threading.Event = field(default_factory=threading.Event)
     _beats: dict[str, int] = field(default_factory=dict)
+    _roots: dict[str, str] = field(default_factory=dict)
 
     def run(self, message: Mapping[str, Any], *, final_attempt: bool = True) -> dict[str, int]:
         """Process one message; return counts of outcomes recorded by this call."""
@@ -79,6 +87,10 @@ class Generator:
             wanted = [s for s in specs if keys[(image.image_id, s.kind)] not in done]
             if not wanted:
                 continue
+            if self.stopping.is_set():
+                log.info("stopping: the last %d images of a batch of job %s left for the next"
+                         " run", len(items) - n, job_id)  # fmt: skip
+                break
             if n and time.monotonic() - looked >= self.control_every:
                 looked = time.monotonic()
                 job = self.read.job_doc(job_id)
@@ -146,10 +158,15 @@ class Generator:
             return outcomes
         started = time.perf_counter()
         try:
-            rendered = self.renderer(
-                message["path"], message["source"], image.path, todo, self.max_pixels
-            )
-            ms = int((time.perf_counter() - started) * 1000)
+            rendered = self._render(message, image, todo)
+        except TransientIOError as exc:
+            if not final_attempt:
+                raise
+            return [*outcomes, *_failed(job_id, image, cid, todo, exc)]
+        except RenderError as exc:
+            return [*outcomes, *_failed(job_id, image, cid, todo, exc)]
+        ms = int((time.perf_counter() - started) * 1000)
+        try:
             recorded = self._recorded(image.image_id)
             for spec, out in zip(todo, rendered, strict=True):
                 stored = self._store(
@@ -173,6 +190,40 @@ class Generator:
             log.warning("%s/%s failed: %s: %s", message["path"], image.path, exc.error_class, exc)
             outcomes.extend(_failed(job_id, image, cid, todo, exc))
         return outcomes
+
+    def _render(
+        self, message: Mapping[str, Any], image: SourceImage, specs: list[RenditionSpec]
+    ) -> list[Rendered]:
+        """The renditions of one image, or a RenderError: whatever the renderer raised (a
+        source error always is one; anything else is logged here, once, with its traceback)."""
+        where = f"{message['path']}/{image.path}"
+        ref = SourceRef(
+            message["path"], message["source"], image.path, self._root(message),
+            image.size, image.mtime,
+        )  # fmt: skip
+        try:
+            return self.renderer(ref, specs, self.max_pixels, self.max_source_bytes)
+        except TransientIOError:
+            raise
+        except RenderError as exc:
+            if exc.unexpected:
+                log.error("%s failed: %s: %s", where, exc.error_class, exc, exc_info=exc)
+            else:
+                log.warning("%s failed: %s: %s", where, exc.error_class, exc)
+            raise
+        except MemoryError as exc:
+            raise TransientIOError("ran out of memory while rendering") from exc
+        except Exception as exc:
+            log.error("%s: the renderer raised %s", where, type(exc).__name__, exc_info=exc)
+            raise unexpected(exc, "rendering") from exc
+
+    def _root(self, message: Mapping[str, Any]) -> str:
+        """The library root of the message's collection: no link below it is followed."""
+        cid = str(message["collection_id"])
+        if cid not in self._roots:
+            doc = self.read.collection(cid, include_removed=True) or {}
+            self._roots[cid] = str(doc.get("root") or "")
+        return self._roots[cid]
 
     def _recorded(self, image_id: str) -> dict[str, dict[tuple[str, str], int]]:
         """Per kind, the files the log counts for this image: (folder id, path) -> bytes.
@@ -236,7 +287,7 @@ def _status(outcome: ev.Event) -> str:
 def _failed(
     job_id: str, image: SourceImage, cid: str, specs: Sequence[RenditionSpec], exc: RenderError
 ) -> list[ev.Event]:
-    message = str(exc).splitlines()[0][:300] if str(exc) else exc.error_class
+    message = outcome_message(exc)
     return [
         ev.RenditionFailed(
             job_id, image.image_id, cid, s.kind, exc.error_class, message, first_of_image=n == 0

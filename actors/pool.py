@@ -17,20 +17,29 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from actors.render import Rendered, render
-from actors.sources import open_member
-from domain.errors import TransientIOError
+from actors.reading import open_member
+from actors.render import Rendered, render, unexpected
+from actors.sources import SourceRef
+from domain.errors import RenderError, TransientIOError
 from domain.specs import RenditionSpec
 
 log = logging.getLogger("imagecache.pool")
 
 
 def render_member(
-    collection_path: str, source: str, member: str, specs: Sequence[RenditionSpec], max_pixels: int
+    ref: SourceRef, specs: Sequence[RenditionSpec], max_pixels: int, max_bytes: int
 ) -> list[Rendered]:
-    """Open one image of a collection and render it (in this thread)."""
-    with open_member(collection_path, source, member) as fp:
-        return render(fp, specs, max_pixels=max_pixels)
+    """Open one image of a collection and render it (in this thread): the renditions, or a
+    RenderError that says why not. Nothing else escapes, whatever the source holds."""
+    try:
+        with open_member(ref, max_bytes=max_bytes) as fp:
+            return render(fp, specs, max_pixels=max_pixels)
+    except RenderError:
+        raise
+    except MemoryError as exc:
+        raise TransientIOError("ran out of memory while rendering") from exc
+    except Exception as exc:
+        raise unexpected(exc, "rendering") from exc
 
 
 BLOCKS_MAX = 4  # freed 16 MB image blocks a rendering process keeps for reuse
@@ -84,21 +93,18 @@ class PoolRenderer:
         )  # fmt: skip
 
     def __call__(
-        self, collection_path: str, source: str, member: str,
-        specs: Sequence[RenditionSpec], max_pixels: int,
-    ) -> list[Rendered]:  # fmt: skip
+        self, ref: SourceRef, specs: Sequence[RenditionSpec], max_pixels: int, max_bytes: int
+    ) -> list[Rendered]:
         pool = self._pool
         try:
-            future = pool.submit(
-                render_member, collection_path, source, member, list(specs), max_pixels
-            )
+            future = pool.submit(render_member, ref, list(specs), max_pixels, max_bytes)
             return future.result()
         except BrokenProcessPool as exc:
             with self._lock:
                 if self._pool is pool:
-                    log.error("a render process died (on %s?); starting a new pool", member)
+                    log.error("a render process died (on %s?); starting a new pool", ref.member)
                     self._pool = self._new_pool()
-            raise TransientIOError(f"the render process died while rendering {member}") from exc
+            raise TransientIOError(f"the render process died while rendering {ref.member}") from exc
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

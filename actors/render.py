@@ -44,6 +44,7 @@ from domain.errors import (
     TooManyPixels,
     TransientIOError,
     UnsupportedFormat,
+    foreign_text,
 )
 from domain.specs import RenditionSpec
 
@@ -172,8 +173,9 @@ def _open(fp: BinaryIO, max_pixels: int | None) -> ImageFile.ImageFile:
     except UnidentifiedImageError as exc:
         if kind is not None:
             raise CorruptImage(f"starts like a {kind} file but its header is unreadable") from exc
+        # Never the first bytes themselves: a failure message must not echo a file's content.
         raise UnsupportedFormat(
-            f"not an image format we read (content starts {head[:8]!r})"
+            "not an image format we read (JPEG, PNG, GIF, WebP, TIFF, BMP, AVIF, HEIC, ...)"
         ) from exc
     width, height = im.size
     if max_pixels is not None and width * height > max_pixels:
@@ -290,9 +292,8 @@ def _encode(im: Image.Image, spec: RenditionSpec) -> Rendered:
         else:
             out.save(buffer, "AVIF", quality=spec.quality, speed=AVIF_SPEED, max_threads=1)
     except (OSError, ValueError) as exc:
-        raise UnsupportedFormat(
-            f"{spec.format} encoder refused {out.width}x{out.height} {out.mode}: {_line(exc)}"
-        ) from exc
+        refused = f"{spec.format} encoder refused {out.width}x{out.height} {out.mode}"
+        raise UnsupportedFormat(f"{refused}: {foreign_text(exc)}") from exc
     return Rendered(spec.kind, buffer.getvalue(), out.width, out.height, spec.format)
 
 
@@ -335,15 +336,25 @@ def _decoding() -> Iterator[None]:
     except RenderError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise TooManyPixels(f"refused as a decompression bomb: {_line(exc)}") from exc
+        raise TooManyPixels(f"refused as a decompression bomb: {foreign_text(exc)}") from exc
     except MemoryError as exc:
         raise TransientIOError("ran out of memory while decoding") from exc
     except OSError as exc:
         if exc.errno is not None:  # the file system, not the image
             raise _read_error(exc) from exc
-        raise CorruptImage(f"cannot be decoded: {_line(exc)}") from exc
+        raise CorruptImage(f"cannot be decoded: {foreign_text(exc)}") from exc
     except _DECODE_ERRORS as exc:
-        raise CorruptImage(f"cannot be decoded: {type(exc).__name__}: {_line(exc)}") from exc
+        raise CorruptImage(f"cannot be decoded: {type(exc).__name__}: {foreign_text(exc)}") from exc
+    except Exception as exc:  # whatever else a decoder raises on what it was given
+        raise unexpected(exc, "decoding") from exc
+
+
+def unexpected(exc: BaseException, doing: str) -> CorruptImage:
+    """An exception type no reader or decoder is known to raise, as a failed outcome (the
+    input is the likeliest cause) marked `unexpected`: logged once with its traceback."""
+    error = CorruptImage(f"unexpected {type(exc).__name__} while {doing}: {foreign_text(exc)}")
+    error.unexpected = True
+    return error
 
 
 def _read_error(exc: OSError) -> RenderError:
@@ -356,7 +367,3 @@ def _read_error(exc: OSError) -> RenderError:
         return SourceMissing(f"permission denied reading{name}")
     code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
     return TransientIOError(f"read failed ({code}: {exc.strerror}){name}")
-
-
-def _line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__

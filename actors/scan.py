@@ -8,9 +8,10 @@ from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from actors.sources import discover, list_members, member_digest, resolve_under_roots
+from actors.reading import member_digest
+from actors.sources import ARCHIVES, SourceRef, discover, list_members, resolve_under_roots
 from domain import events as ev
-from domain.errors import InvalidInput, SourceMissing, UnknownCollection
+from domain.errors import InvalidInput, RenderError, UnknownCollection
 from domain.ids import collection_id, image_id
 from domain.ports import EventLog
 from projections.readmodels import ReadModels
@@ -28,7 +29,7 @@ class ScanResult:
     changed: int
     removed: int
     unsupported: int
-    refused: tuple[str, ...] = ()  # "member: why", for members never read
+    refused: tuple[str, ...] = ()  # "member: why", for members never read (or not hashed)
     error: str = ""  # the collection could not be read at all: it was left as it was
 
 
@@ -78,9 +79,10 @@ def scan(events: EventLog, read: ReadModels, cid: str, *, content_hash: bool = F
     seen: set[str] = set()
     images = 0
     refused: list[str] = []
+    root = str(doc.get("root") or "")
     try:
-        members = list(list_members(Path(doc["path"]), doc["source"]))
-    except (InvalidInput, SourceMissing, OSError) as exc:
+        members = list(list_members(Path(doc["path"]), doc["source"], root))
+    except (InvalidInput, RenderError, OSError) as exc:
         # One unreadable archive or folder never stops the scan of the others; what was
         # known of it stays as it was (a disk that is away is not a removal).
         message = (
@@ -102,7 +104,13 @@ def scan(events: EventLog, read: ReadModels, cid: str, *, content_hash: bool = F
             continue
         images += 1
         row: list[object] = [iid, m.path, m.size, m.mtime]
-        digest = member_digest(doc["path"], doc["source"], m.path) if content_hash else ""
+        digest = ""
+        if content_hash:
+            ref = SourceRef(doc["path"], doc["source"], m.path, root, m.size, m.mtime)
+            try:
+                digest = member_digest(ref)
+            except RenderError as exc:  # its render will fail the same way, as an outcome
+                refused.append(f"{m.path}: not hashed, {exc}")
         version = int(before.get("version", 0)) if before else 0
         if before is None or not before.get("supported", True):
             added.append([*row, digest, version] if digest else row)
@@ -112,6 +120,8 @@ def scan(events: EventLog, read: ReadModels, cid: str, *, content_hash: bool = F
             changed.append([*row, digest, version + 1])
         elif digest and not before.get("hash"):
             hashed.append([iid, digest])
+    if content_hash and doc["source"] == "archive":
+        ARCHIVES.forget(doc["path"])  # opened once for all its members; not needed any more
     removed = [i for i, d in known.items() if i not in seen and d.get("supported", True)]
     gone_unsupported = [i for i, d in known.items() if i not in seen and not d.get("supported")]
     result = ScanResult(

@@ -1,25 +1,36 @@
 """Library roots and collections on disk: what is a collection, what is an image, safe paths.
 
 A collection is a folder that holds images directly, or one ZIP/CBZ archive.
-Paths outside the library roots, symlinks that leave them, and archive
-members with absolute or `..` names are refused.
+Paths outside the library roots, symlinks that leave their collection, symlink loops and
+archive members with absolute or `..` names are refused. What a scan accepted is opened
+again for reading without following any link below the library root, and only while it
+is still what the scan found (size and mtime): see `actors.reading`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
+import errno
 import logging
 import os
+import posixpath
 import stat
 import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import IO
 
-from domain.errors import InvalidInput, PathOutsideRoots, SourceMissing, TransientIOError
+from actors.archives import ArchiveCache
+from actors.nofollow import LinkFound, open_below
+from domain.errors import (
+    InvalidInput,
+    PathOutsideRoots,
+    RenderError,
+    SourceMissing,
+    TransientIOError,
+    foreign_text,
+)
 
 log = logging.getLogger("imagecache.sources")
 
@@ -29,6 +40,9 @@ IMAGE_EXTENSIONS = frozenset(
 )  # fmt: skip
 ARCHIVE_EXTENSIONS = frozenset({".zip", ".cbz"})
 IGNORED_NAMES = frozenset({"thumbs.db", "desktop.ini", ".ds_store"})
+MAX_SOURCE_BYTES = 800_000_000  # 8 bytes a pixel of the default 100 MP limit: see settings
+RESCAN = "scan the collection again (`imagecache collections scan`)"
+ARCHIVES = ArchiveCache()  # this process's open archives, shared by its threads
 
 
 @dataclass(frozen=True)
@@ -39,23 +53,58 @@ class Member:
     size: int
     mtime: float
     supported: bool
-    refused: str = ""  # why this member is not read at all (it escapes its collection)
+    refused: str = ""  # why this member is not read at all (it escapes its collection, ...)
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    """One image to read: its collection, its path there, and what the scan found (size and
+    mtime; None: not compared). `root` is the library root: no link below it is followed."""
+
+    collection: str
+    source: str  # "folder" | "archive"
+    member: str
+    root: str = ""
+    size: int | None = None
+    mtime: float | None = None
 
 
 def resolve_under_roots(path: str | os.PathLike[str], roots: Sequence[str]) -> tuple[Path, Path]:
-    """The real path and the root it lies under; refuse anything outside the roots."""
+    """The real path and the root it lies under; refuse anything outside the roots, a path
+    that does not exist and a symbolic link loop."""
     raw = Path(path).expanduser()
-    if not raw.exists():
-        raise InvalidInput(f"{raw} does not exist", hint="check the path and try again")
-    real = raw.resolve()
+    real = _real(raw)
     for root in roots:
-        real_root = Path(root).expanduser().resolve()
+        try:
+            real_root = Path(root).expanduser().resolve(strict=True)
+        except (OSError, RuntimeError):
+            continue  # a root that is gone (or a loop) holds nothing
         if real == real_root or real_root in real.parents:
             return real, real_root
     raise PathOutsideRoots(f"{raw} is outside the library roots")
 
 
+def _real(raw: Path) -> Path:
+    try:
+        return raw.resolve(strict=True)
+    except FileNotFoundError:
+        raise InvalidInput(f"{raw} does not exist", hint="check the path and try again") from None
+    except RuntimeError:  # Python 3.11 says "Symlink loop" so; later ones raise ELOOP
+        raise _loop(raw) from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _loop(raw) from None
+        raise InvalidInput(f"{raw} cannot be read: {exc.strerror}") from None
+
+
+def _loop(raw: Path) -> InvalidInput:
+    return InvalidInput(
+        f"{raw} is a symbolic link loop", hint="remove the link or point it at a real folder"
+    )
+
+
 def is_image_name(name: str) -> bool:
+    """Whether a file name has the extension of a picture format imagecache reads."""
     return Path(name).suffix.lower() in IMAGE_EXTENSIONS
 
 
@@ -64,7 +113,8 @@ def _ignored(name: str) -> bool:
 
 
 def discover(root: Path) -> Iterator[tuple[Path, str]]:
-    """Every collection under a root: (path, "folder" | "archive"); symlinks are not followed."""
+    """Every collection under a root: (path, "folder" | "archive"); symlinks are not followed
+    (a link, a loop among them, is at most a member its folder's scan refuses)."""
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if not _ignored(d))
         here = Path(dirpath)
@@ -83,42 +133,111 @@ def safe_member_name(name: str) -> bool:
     return ".." not in PurePosixPath(name).parts
 
 
-def list_members(path: Path, source: str) -> Iterator[Member]:
-    """The files of a collection (not recursive for folders), images marked supported."""
+def list_members(path: Path, source: str, root: str = "") -> Iterator[Member]:
+    """The files of a collection (not recursive for folders), images marked supported. Opened
+    from `root` without following links: a collection swapped for a link is not read."""
     if source == "archive":
-        yield from _archive_members(path)
+        yield from _archive_members(path, root)
         return
+    anchor, parts = anchor_of(str(path), root)
     try:
-        entries = sorted(os.scandir(path), key=lambda e: e.name)
+        fd = open_below(anchor, parts, directory=True)
     except FileNotFoundError as exc:
         raise SourceMissing(f"collection folder {path} is gone") from exc
-    for entry in entries:
-        if _ignored(entry.name):
-            continue
-        st = entry.stat(follow_symlinks=False)
-        if stat.S_ISLNK(st.st_mode):
-            target = Path(entry.path).resolve()
-            if path.resolve() not in target.parents:
-                log.warning("refused %s: a symlink that leaves its collection", entry.path)
-                yield Member(entry.name, 0, 0.0, False, "a symlink that leaves its collection")
-                continue
-            st = entry.stat()
-        if not stat.S_ISREG(st.st_mode):
-            continue
-        name = entry.name
-        if Path(name).suffix.lower() in ARCHIVE_EXTENSIONS:
-            continue  # an archive is a collection of its own
-        yield Member(name, st.st_size, st.st_mtime, is_image_name(name))
-
-
-def _archive_members(path: Path) -> Iterator[Member]:
+    except OSError as exc:
+        raise refusal(exc, "") from None
     try:
-        with zipfile.ZipFile(path) as zf:
-            infos = zf.infolist()
-    except FileNotFoundError as exc:
-        raise SourceMissing(f"archive {path} is gone") from exc
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise InvalidInput(f"{path} is not a readable ZIP archive: {exc}") from exc
+        with os.scandir(fd) as listing:
+            entries = sorted(listing, key=lambda e: e.name)
+        for entry in entries:
+            if _ignored(entry.name):
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # gone between the listing and the look
+            if stat.S_ISLNK(st.st_mode):
+                refused, target = _linked(fd, str(path), entry.name)
+                if target is None:
+                    log.warning("refused %s/%s: %s", path, entry.name, refused)
+                    yield Member(entry.name, 0, 0.0, False, refused)
+                    continue
+                st = target
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            name = entry.name
+            if Path(name).suffix.lower() in ARCHIVE_EXTENSIONS:
+                continue  # an archive is a collection of its own
+            yield Member(name, st.st_size, st.st_mtime, is_image_name(name))
+    finally:
+        os.close(fd)
+
+
+def _linked(dir_fd: int, folder: str, name: str) -> tuple[str, os.stat_result | None]:
+    """A symbolic link in a folder collection: why it is refused (and None), or ("", what it
+    points to). Only a link to something inside the collection is followed, and only that
+    one link: the target is opened as `open_member` opens it, following no other."""
+    try:
+        text = os.readlink(name, dir_fd=dir_fd)
+    except OSError:
+        return "an unreadable symbolic link", None
+    inside = link_target(folder, name, text)
+    if inside is None:
+        return "a symlink that leaves its collection", None
+    try:
+        fd = open_below(dir_fd, inside, directory=False)
+    except LinkFound:
+        try:
+            os.stat(name, dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return "a symbolic link loop", None
+        return "a symlink to another symlink (only one link is followed)", None
+    except FileNotFoundError:
+        return "a symlink to nothing (its target is gone)", None
+    except OSError as exc:
+        if exc.errno == errno.ENOTDIR:
+            return "a symlink through a file", None
+        return f"a symlink whose target cannot be read ({exc.strerror})", None
+    try:
+        return "", os.fstat(fd)
+    finally:
+        os.close(fd)
+
+
+def link_target(folder: str, name: str, text: str) -> list[str] | None:
+    """Where the link `name` in `folder`, which reads `text`, points, as names below
+    `folder`; None when outside it. By its text first; else by the path the system resolves
+    (an absolute link through another name of the same folder). The caller then opens those
+    names with no link followed, so a link changed meanwhile cannot lead outside."""
+    base = posixpath.normpath(folder).rstrip("/") + "/"
+    for target in (
+        posixpath.normpath(posixpath.join(folder, text)),
+        os.path.realpath(posixpath.join(folder, name)),
+    ):
+        if target.startswith(base):
+            return target[len(base) :].split("/")
+    return None
+
+
+def anchor_of(collection: str, root: str) -> tuple[str, list[str]]:
+    """The folder to open a collection from (its library root, trusted as it is), and the
+    names below it that lead to the collection; without a root, its parent folder."""
+    coll = PurePosixPath(collection)
+    if root:
+        base = PurePosixPath(root)
+        if coll == base or base in coll.parents:
+            return str(base), list(coll.relative_to(base).parts)
+    return str(coll.parent), [coll.name]
+
+
+def _archive_members(path: Path, root: str) -> Iterator[Member]:
+    file, _identity = open_archive_file(str(path), root, "")
+    try:
+        with file:
+            infos = zipfile.ZipFile(file).infolist()
+    except Exception as exc:  # zipfile raises much more than BadZipFile on a damaged directory
+        raise InvalidInput(f"{path} is not a readable ZIP archive: {foreign_text(exc)}") from exc
     for info in sorted(infos, key=lambda i: i.filename):
         if info.is_dir() or _ignored(PurePosixPath(info.filename).name):
             continue
@@ -126,34 +245,44 @@ def _archive_members(path: Path) -> Iterator[Member]:
             log.warning("refused member %r of %s: absolute or '..' name", info.filename, path)
             yield Member(info.filename, 0, 0.0, False, "an absolute or '..' name")
             continue
-        mtime = datetime(*info.date_time).timestamp()
-        yield Member(info.filename, info.file_size, mtime, is_image_name(info.filename))
+        name = info.filename
+        yield Member(name, info.file_size, member_mtime(info), is_image_name(name))
 
 
-def member_digest(collection_path: str, source: str, member: str) -> str:
-    """A content hash of one image (BLAKE2b, 128 bits), read in 1 MiB blocks."""
-    digest = hashlib.blake2b(digest_size=16)
-    with open_member(collection_path, source, member) as fp:
-        while block := fp.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def open_member(collection_path: str, source: str, member: str) -> BinaryIO:
-    """Open one image of a collection for reading; SourceMissing when it is gone."""
+def member_mtime(info: zipfile.ZipInfo) -> float:
+    """A member's mtime as a scan records it (local time; 0 for a date no calendar has)."""
     try:
-        if source == "archive":
-            if not safe_member_name(member):
-                raise SourceMissing(f"refused archive member {member!r}")
-            with zipfile.ZipFile(collection_path) as zf:
-                return io.BytesIO(zf.read(member))
-        full = Path(collection_path) / member
-        if "/" in member or member in ("", ".", ".."):
-            raise SourceMissing(f"refused member name {member!r}")
-        return open(full, "rb")
-    except (FileNotFoundError, KeyError) as exc:
-        raise SourceMissing(f"{member} is gone from {collection_path}") from exc
-    except zipfile.BadZipFile as exc:
-        raise SourceMissing(f"archive {collection_path} is no longer readable: {exc}") from exc
+        return datetime(*info.date_time).timestamp()
+    except (ValueError, OverflowError, OSError):
+        return 0.0
+
+
+def open_archive_file(path: str, root: str, hint: str) -> tuple[IO[bytes], tuple[int, ...]]:
+    """The archive file, opened without following links below the root, and its identity
+    (device, inode, size, mtime); a RenderError that ends with `hint` when it cannot be."""
+    anchor, parts = anchor_of(path, root)
+    try:
+        fd = open_below(anchor, parts)
     except OSError as exc:
-        raise TransientIOError(f"reading {member} from {collection_path}: {exc}") from exc
+        raise refusal(exc, hint) from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise SourceMissing(f"{path} is not a regular file" + (f"; {hint}" if hint else ""))
+    return os.fdopen(fd, "rb"), (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def refusal(exc: OSError, hint: str = RESCAN) -> RenderError:
+    """An open that failed, as the RenderError that says what it found (and what to do)."""
+    what = exc.filename or "the source"
+    then = f"; {hint}" if hint else ""
+    if isinstance(exc, LinkFound) or exc.errno == errno.ELOOP:
+        return SourceMissing(f"{what} is a symbolic link now, not followed{then}")
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        return SourceMissing(f"{what} is gone{then}")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return SourceMissing(f"permission denied reading {what}")
+    if exc.errno == errno.EINVAL:
+        return SourceMissing(f"refused name {what!r}")
+    code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+    return TransientIOError(f"read failed ({code}: {exc.strerror}) {what}")

@@ -15,12 +15,19 @@ ImageCacheError
     ├── CorruptImage        (permanent)  corrupt
     ├── UnsupportedFormat   (permanent)  unsupported
     ├── TooManyPixels       (permanent)  too_many_pixels
-    ├── SourceMissing       (permanent)  source_missing
+    ├── SourceTooLarge      (permanent)  too_large: more bytes than IMAGECACHE_MAX_SOURCE_BYTES
+    ├── SourceMissing       (permanent)  source_missing: gone, or no longer what the scan found
     ├── NoSpace             (permanent for that folder) no_space
     └── TransientIOError    (retried)    io
 """
 
 from __future__ import annotations
+
+import re
+
+# A quoted literal in another library's message: Pillow and zipfile quote bytes (and text) of
+# the file they choke on ("invalid literal for int() with base 10: b'...'").
+_QUOTED = re.compile(r"""b?(['"])(?:\\.|(?!\1).)*\1""")
 
 
 class ImageCacheError(Exception):
@@ -83,6 +90,9 @@ class RenderError(ImageCacheError):
 
     error_class = "io"
     transient = False
+    # Raised for an exception type nobody expected from a decoder or a reader: still an
+    # outcome (never a stuck job), but logged once with its traceback, as a bug may be behind it.
+    unexpected = False
 
 
 class CorruptImage(RenderError):
@@ -95,6 +105,10 @@ class UnsupportedFormat(RenderError):
 
 class TooManyPixels(RenderError):
     error_class = "too_many_pixels"
+
+
+class SourceTooLarge(RenderError):
+    error_class = "too_large"
 
 
 class SourceMissing(RenderError):
@@ -110,4 +124,18 @@ class TransientIOError(RenderError):
     transient = True
 
 
-ERROR_CLASSES = ("corrupt", "unsupported", "too_many_pixels", "source_missing", "no_space", "io")
+ERROR_CLASSES = (
+    "corrupt", "unsupported", "too_many_pixels", "too_large", "source_missing", "no_space", "io",
+)  # fmt: skip
+
+
+def foreign_text(exc: BaseException) -> str:
+    """Another library's exception as text for a message: one line, nothing it quoted."""
+    return _QUOTED.sub("...", " ".join(str(exc).split())) or type(exc).__name__
+
+
+def outcome_message(exc: BaseException, limit: int = 300) -> str:
+    """A failure's message as recorded: its first line, at most `limit` characters."""
+    lines = str(exc).splitlines()
+    text = lines[0] if lines and lines[0] else getattr(exc, "error_class", type(exc).__name__)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -199,6 +199,7 @@ class App:
 
     def close(self) -> None:
         self._stop.set()
+        self.generator.stopping.set()  # batches end between images: no wait for a whole one
         for worker in self._workers:
             worker.stop()
         for t in self._threads:
@@ -266,7 +267,10 @@ def bootstrap(settings: Settings, *, long_running: bool = False) -> Iterator[App
         projector.upgrade()  # before the indexes: a rebuilt projection's were dropped with it
         read.ensure_indexes()
         files = LocalFileStore()
-        generator = Generator(events, read, files, clock, max_pixels=settings.max_pixels)
+        generator = Generator(
+            events, read, files, clock, max_pixels=settings.max_pixels,
+            max_source_bytes=settings.max_source_bytes,
+        )  # fmt: skip
         try:
             broker = make_broker(
                 settings.rabbitmq_url,

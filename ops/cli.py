@@ -486,7 +486,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = cmd("bench", None, "benchmarks (see ops/bench)")
     bench.add_argument(
-        "name", choices=["replay", "render", "pipeline", "plan", "recovery", "cleanup", "serve"]
+        "name",
+        choices=["replay", "render", "pipeline", "plan", "recovery", "cleanup", "serve", "archive"],
     )
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     bench.set_defaults(plain=_bench)

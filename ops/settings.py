@@ -50,13 +50,18 @@ def env_float(
 def _within(name: str, raw: str, value: N, lo: N | None, hi: N | None) -> N:
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         if hi is None:
-            bounds = f"at least {lo:g}"
+            bounds = f"at least {_number(lo)}"
         elif lo is None:
-            bounds = f"at most {hi:g}"
+            bounds = f"at most {_number(hi)}"
         else:
-            bounds = f"from {lo:g} to {hi:g}"
+            bounds = f"from {_number(lo)} to {_number(hi)}"
         raise InvalidInput(f"{name}={raw!r} is out of range: it must be {bounds}")
     return value
+
+
+def _number(value: float | None) -> str:
+    """A bound as people write it: whole numbers in full (1048576, not 1.04858e+06)."""
+    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 def flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
@@ -88,6 +93,7 @@ class Settings:
     worker_threads: int
     worker_processes: int
     max_pixels: int
+    max_source_bytes: int
     gap_timeout: float
     confirm_delivery: bool
     queue: str
@@ -113,6 +119,17 @@ class Settings:
         thumb_side = env_int(env, "IMAGECACHE_THUMBNAIL_SIZE", 300, lo=16, hi=16384)
         cache_quality = env_int(env, "IMAGECACHE_CACHE_QUALITY", 85, lo=1, hi=100)
         thumb_quality = env_int(env, "IMAGECACHE_THUMBNAIL_QUALITY", 80, lo=1, hi=100)
+        max_pixels = env_int(env, "IMAGECACHE_MAX_PIXELS", 100_000_000, lo=1)
+        # Bytes a source may hold: 8 a pixel by default (16-bit RGBA, uncompressed), so no
+        # image under the pixel limit is refused for its size. A ZIP member is checked before
+        # it is read and streamed within it; 1 MiB at least, or every photo would fail.
+        max_source_bytes = env_int(
+            env,
+            "IMAGECACHE_MAX_SOURCE_BYTES",
+            max(8 * max_pixels, 1 << 20),
+            lo=1 << 20,
+            hi=1 << 40,
+        )
         specs = {
             "cache": RenditionSpec("cache", cache_side, cache_side, fmt, cache_quality),
             "thumbnail": RenditionSpec("thumbnail", thumb_side, thumb_side, fmt, thumb_quality),
@@ -133,7 +150,8 @@ class Settings:
             batch_size=env_int(env, "IMAGECACHE_BATCH_SIZE", 8, lo=1, hi=1000),
             worker_threads=env_int(env, "IMAGECACHE_WORKER_THREADS", cpus, lo=1, hi=256),
             worker_processes=env_int(env, "IMAGECACHE_WORKER_PROCESSES", cpus, lo=1, hi=256),
-            max_pixels=env_int(env, "IMAGECACHE_MAX_PIXELS", 100_000_000, lo=1),
+            max_pixels=max_pixels,
+            max_source_bytes=max_source_bytes,
             gap_timeout=env_float(env, "IMAGECACHE_GAP_TIMEOUT", 5.0, lo=0.1),
             confirm_delivery=flag(env, "IMAGECACHE_CONFIRM_DELIVERY"),
             queue=env.get("IMAGECACHE_QUEUE", "imagecache"),

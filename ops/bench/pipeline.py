@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from actors.pool import render_member, tune_process
+from actors.sources import MAX_SOURCE_BYTES, SourceRef
 from domain.specs import DEFAULT_SPECS
 from ops.bench.common import embedded_env, report
 from ops.bench.make_12mp import bench_dir, make_set
@@ -43,8 +44,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _render_one(path: str) -> int:
-    out = render_member(str(Path(path).parent), "folder", Path(path).name,
-                        list(DEFAULT_SPECS.values()), 100_000_000)  # fmt: skip
+    ref = SourceRef(str(Path(path).parent), "folder", Path(path).name)
+    out = render_member(ref, list(DEFAULT_SPECS.values()), 100_000_000, MAX_SOURCE_BYTES)
     return sum(len(r.data) for r in out)
 
 

@@ -144,3 +144,17 @@ def test_serve_answers_every_request(bench: Bench) -> None:
     for name, row in rows.items():
         assert row["requests"] > 0, name
         assert row["non_2xx"] == 0, name
+
+
+def test_archive_streams_a_zero_member_and_parses_its_archive_once(bench: Bench) -> None:
+    r = bench("archive", "--members", "1000", "--zero-mb", "64")
+    assert (r["members"], r["zero_mb"], r["archive_parses"]) == (1000, 64, 1)
+    with_it, without = r["peak_rss_mb"]["with"], r["peak_rss_mb"]["without"]
+    assert r["render_peak_ratio"] == pytest.approx(with_it["render"] / without["render"], rel=1e-9)
+    assert r["render_ratio"] == pytest.approx(
+        r["render_ms"]["archive"] / r["render_ms"]["folder"], rel=1e-9
+    )
+    assert r["scan_ratio"] == pytest.approx(r["scan_us"]["archive"] / r["scan_us"]["folder"])
+    assert r["parse_ms"] > 0
+    # The 64 MB member was streamed: the render processes grew by half of it at most
+    assert with_it["render"] - without["render"] < 32

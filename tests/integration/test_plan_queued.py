@@ -72,14 +72,17 @@ def test_a_second_request_leaves_queued_images_to_the_job_that_has_them(
         # And force plans every image whatever is queued
         assert (forced.jobs[0].to_process, forced.queued) == (6, 0)
 
-        # And when a worker runs them, the first job makes all six images once, the third
-        # makes the changed one, and nothing is left to plan
+        # And when a worker runs them, the first job makes the five images it knew and
+        # fails the changed one (its bytes are no longer those it was planned for: never a
+        # render of what is there now under the old fingerprint), the third makes the
+        # changed one, and nothing is left to plan
         app.start_worker(2)
         views = library.wait_for(app, [job.job_id, again.job_id], timeout=120)
         assert [(v["status"], v["generated"], v["failed"]) for v in views] == [
-            ("finished", 12, 0),
+            ("finished", 10, 2),
             ("finished", 2, 0),
         ]
+        assert views[0]["failed_by_class"] == {"source_missing": 2}
         library.wait_for(app, [j.job_id for j in forced.jobs], timeout=120)
         last = library.regenerate(app, ids)
         assert (last.jobs, last.current, last.queued) == ([], 6, 0)

@@ -31,6 +31,8 @@ from web.settings import WebSettings
         ("IMAGECACHE_BATCH_SIZE", "abc", "not a whole number"),
         ("IMAGECACHE_FORMAT", "gif", "use jpeg, webp, avif"),
         ("IMAGECACHE_CONFIRM_DELIVERY", "maybe", "not a yes/no value"),
+        ("IMAGECACHE_MAX_SOURCE_BYTES", "1000", "from 1048576 to 1099511627776"),
+        ("IMAGECACHE_MAX_SOURCE_BYTES", "2e9", "not a whole number"),
     ],
 )
 def test_a_bad_setting_names_the_variable_and_what_it_must_be(
@@ -71,3 +73,14 @@ def test_yes_no_settings(raw: str, want: bool) -> None:
 def test_a_yes_no_setting_refuses_anything_else() -> None:
     with pytest.raises(InvalidInput, match="IMAGECACHE_OPEN_READS='yes please'"):
         WebSettings.from_env({"IMAGECACHE_OPEN_READS": "yes please"}, "t")
+
+
+def test_the_source_size_limit_follows_the_pixel_limit_unless_given() -> None:
+    # Given no limit of its own, 8 bytes a pixel (a 16-bit RGBA picture, uncompressed)
+    assert Settings.from_env({}).max_source_bytes == 800_000_000
+    assert Settings.from_env({"IMAGECACHE_MAX_PIXELS": "25000000"}).max_source_bytes == 200_000_000
+    # and never below 1 MiB, however low the pixel limit
+    assert Settings.from_env({"IMAGECACHE_MAX_PIXELS": "1"}).max_source_bytes == 1 << 20
+    # Given one, it is taken as it is
+    given = Settings.from_env({"IMAGECACHE_MAX_SOURCE_BYTES": str(5 << 20)})
+    assert given.max_source_bytes == 5 << 20
