@@ -70,6 +70,10 @@ def checked_path(raw: str | os.PathLike[str], *, absolute: bool = False) -> Path
     try:
         os.stat(path.expanduser())
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InvalidInput(
+                f"{text} is a symbolic link loop", hint="remove the link or point it elsewhere"
+            ) from None
         if exc.errno not in MISSING:
             raise InvalidInput(
                 f"cannot look at {text}: {exc.strerror or exc}",

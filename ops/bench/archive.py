@@ -156,7 +156,7 @@ def _kind(pid: int, top: int, parent: int) -> str:
     if pid == top:
         return "up"
     command = _cmdline(pid)
-    if "secantus" in command:
+    if "secantus" in command or "ops.dbserver" in command:
         return "database"
     # Render processes are forked by the forkserver, and look like it.
     return "render" if "forkserver" in _cmdline(parent) and parent != top else "helper"

@@ -219,7 +219,10 @@ def test_collections_registered_through_the_api_are_checked_against_cache_folder
     cache, orphans = _orphaned_folder(tmp_path, ic)
     photos = _album(cache / "photos")
     before = _snapshot(photos)
-    env = {**ic.env, "IMAGECACHE_API_TOKEN": TOKEN, "IMAGECACHE_LIBRARY_ROOTS": str(tmp_path)}
+    env = {
+        **ic.env, "IMAGECACHE_API_TOKEN": TOKEN, "IMAGECACHE_LIBRARY_ROOTS": str(tmp_path),
+        "IMAGECACHE_ALLOWED_HOSTS": "testserver",  # the name TestClient gives itself
+    }  # fmt: skip
     auth = {"Authorization": f"Bearer {TOKEN}"}
     with bootstrap(Settings.from_env(env)) as app, TestClient(create_app(app, env)) as client:
         # When collections inside the cache folder, and under the root holding it, are

@@ -47,7 +47,7 @@ def test_missing_paths_pass_and_unusable_ones_say_why(tmp_path: Path) -> None:
     # A link to itself cannot be looked at: that is said here, not raised deep down
     loop = tmp_path / "loop"
     loop.symlink_to(loop)
-    with pytest.raises(InvalidInput, match=r"cannot look at .*symbolic links"):
+    with pytest.raises(InvalidInput, match=r"is a symbolic link loop"):
         checked_path(loop)
     # The longest name allowed passes
     assert checked_path(tmp_path / ("n" * NAME_MAX)).name == "n" * NAME_MAX
