@@ -92,6 +92,20 @@ def _recover_embedded(app: App) -> dict[str, int] | None:
 
 
 def _print_maintenance(command: str, result: Any) -> None:
+    _print_maintenance_body(command, result)
+    # What a task kept or did not touch is said here too, not only in the log on stderr.
+    if isinstance(result, dict):
+        for f in result.get("folders", []):
+            if f.get("foreign"):
+                print(
+                    f"{f['path']}: kept {f['foreign']} files imagecache did not write"
+                    " (move them out of the cache folder)"
+                )
+        for alone in result.get("left_alone", []):
+            print(f"{alone['path']}: left alone: {alone['message']} ({alone['hint']})")
+
+
+def _print_maintenance_body(command: str, result: Any) -> None:
     if command == "cleanup":
         verb = "would delete" if result["dry_run"] else "deleted"
         for f in result["folders"]:

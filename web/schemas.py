@@ -180,10 +180,13 @@ COMPONENTS: dict[str, Schema] = {
                     bytes=INT,
                     by_reason=COUNTS,
                     stale_kept=INT,
+                    foreign=INT,
                     sample={"type": "array", "items": {"type": "object"}},
                 ),
             },
             stale_kept=INT,
+            foreign=INT,
+            left_alone={"type": "array", "items": ref("LeftAlone")},
             hint=STR,
         ),
         "required": ["dry_run", "folders"],
@@ -200,11 +203,15 @@ COMPONENTS: dict[str, Schema] = {
                     measured_bytes=INT,
                     projected_files=INT,
                     projected_bytes=INT,
+                    foreign=INT,
                 ),
             },
+            left_alone={"type": "array", "items": ref("LeftAlone")},
         ),
         "required": ["folders"],
     },
+    # A cache folder a maintenance task did not touch: why, and what to do.
+    "LeftAlone": obj(id=ID, path=STR, reason=STR, message=STR, hint=STR),
 }
 
 # -- request bodies (checked by web.schema_check, so keep to its subset) ---------------------
