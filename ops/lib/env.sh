@@ -19,6 +19,11 @@ IMAGECACHE_UV_VERSION="0.13.9"
 # caches what it compiles, and every process (each command, worker, test run) compiled some
 # 470 modules again: 0.9 s of a 2.2 s `imagecache folders list`.
 IMAGECACHE_SYNC_ARGS=(sync --frozen --inexact --extra embedded --compile-bytecode)
+# What each kind of set-up installs on top: `run` (./ops/up, the service scripts) only what
+# running imagecache needs; `test` (./ops/test) also the dev group: pytest, ruff, mypy,
+# Playwright, the benchmark peers. A venv set up for `test` serves `run` as well.
+IMAGECACHE_RUN_ARGS=(--no-dev)
+IMAGECACHE_TEST_ARGS=()
 # The project's own packages, compiled at every ensure_env (only what changed: ~50 ms).
 IMAGECACHE_PACKAGES=(domain actors projections web ops)
 
@@ -43,7 +48,8 @@ _venv_python_ok() {
         "$venv/bin/python" -I -S -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
 }
 
-# Print the stamp hash for the current uv.lock, pyproject.toml and recipe.
+# Print the stamp hash for the current uv.lock, pyproject.toml and recipe (the base one:
+# the stamp file's name says which kind, run or test, was installed).
 _env_stamp() {
     local root="$IMAGECACHE_ROOT"
     {
@@ -56,24 +62,39 @@ _env_stamp() {
     fi
 }
 
-# Create .venv if needed and sync it with uv.lock (dev group + extra `embedded`).
+# Create .venv if needed and sync it with uv.lock (extra `embedded`; with `test`, the dev
+# group too). Usage: ensure_env [run|test] (default run).
 ensure_env() {
-    _sync_env
+    _sync_env "${1:-run}"
     # A file that does not compile is left to the tests and linters to report.
     (cd "$IMAGECACHE_ROOT" && .venv/bin/python -m compileall -q "${IMAGECACHE_PACKAGES[@]}") \
         >/dev/null 2>&1 || true
 }
 
+# Succeed when .venv holds what `kind` needs: a test set-up covers a run.
+_synced() {
+    local venv="$1" stamp="$2" kind="$3"
+    [[ -f "$venv/.synced-test-$stamp" || ($kind == run && -f "$venv/.synced-run-$stamp") ]] &&
+        _venv_python_ok "$venv"
+}
+
 _sync_env() {
+    local kind="$1"
     local root="$IMAGECACHE_ROOT"
     local venv="$root/.venv"
     local stamp py lock_fd started file
+    local -a extra
+    case "$kind" in
+    run) extra=("${IMAGECACHE_RUN_ARGS[@]}") ;;
+    test) extra=("${IMAGECACHE_TEST_ARGS[@]}") ;;
+    *) die "ensure_env: unknown kind '$kind' (run or test)." ;;
+    esac
     for file in uv.lock pyproject.toml; do
         [[ -f "$root/$file" ]] || die "$root/$file is missing." \
             "Run from a complete checkout of the imagecache repository."
     done
     stamp="$(_env_stamp)"
-    if [[ -f "$venv/.synced-$stamp" ]] && _venv_python_ok "$venv"; then
+    if _synced "$venv" "$stamp" "$kind"; then
         return 0
     fi
 
@@ -84,7 +105,7 @@ _sync_env() {
     if command -v flock >/dev/null 2>&1; then
         exec {lock_fd}<"$venv"
         flock "$lock_fd"
-        if [[ -f "$venv/.synced-$stamp" ]] && _venv_python_ok "$venv"; then
+        if _synced "$venv" "$stamp" "$kind"; then
             exec {lock_fd}>&-
             return 0
         fi
@@ -109,17 +130,17 @@ _sync_env() {
                 "Check access to PyPI (pip config list; PIP_INDEX_URL) and run again."
     fi
 
-    info "syncing .venv with uv.lock (uv ${IMAGECACHE_SYNC_ARGS[*]})"
+    info "syncing .venv with uv.lock for $kind (uv ${IMAGECACHE_SYNC_ARGS[*]} ${extra[*]})"
     (
         cd "$root" &&
             UV_PROJECT_ENVIRONMENT="$venv" UV_PYTHON_DOWNLOADS=never \
-                "$venv/bin/uv" "${IMAGECACHE_SYNC_ARGS[@]}"
-    ) || die "'uv ${IMAGECACHE_SYNC_ARGS[*]}' failed (see the uv output above)." \
+                "$venv/bin/uv" "${IMAGECACHE_SYNC_ARGS[@]}" "${extra[@]}"
+    ) || die "'uv ${IMAGECACHE_SYNC_ARGS[*]} ${extra[*]}' failed (see the uv output above)." \
         "If uv.lock is out of date with pyproject.toml, run: .venv/bin/uv lock" \
         "If a download failed, check access to PyPI and run again."
 
     rm -f "$venv"/.synced-*
-    : >"$venv/.synced-$stamp"
+    : >"$venv/.synced-$kind-$stamp"
     info ".venv ready in $(elapsed_since "$started") s"
     if [[ -n "${lock_fd:-}" ]]; then exec {lock_fd}>&-; fi
     return 0
