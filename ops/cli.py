@@ -11,12 +11,14 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from importlib import metadata
 from typing import Any
 
 import dramatiq.errors
 
-from domain.errors import ImageCacheError, UnknownCollection, UnknownJob
+from domain.errors import ImageCacheError, InvalidInput, UnknownCollection, UnknownJob
 from domain.projection import PROJECTIONS
+from domain.sizes import parse_size
 from ops import control, library, maintenance
 from ops.bootstrap import App, bootstrap
 from ops.cli_admin import JOB_COLUMNS, cmd_maintenance, cmd_replay, cmd_scheduler
@@ -359,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="imagecache", description="Cache images and thumbnails for large image libraries."
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
+    p.add_argument("--version", action="version", version=f"imagecache {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def cmd(name: str, handler: Handler | None, help: str, **kw: Any) -> argparse.ArgumentParser:
@@ -431,12 +434,15 @@ def build_parser() -> argparse.ArgumentParser:
     fadd = fsub.add_parser("add", help="add a cache folder")
     fadd.add_argument("path")
     fadd.add_argument(
-        "--capacity", type=int, default=0, help="bytes; 0 means the disk's free space"
-    )
+        "--capacity", type=_size, default=0,
+        help="a size such as 500M, 2G, 1.5T (or bytes); 0 means the disk's free space",
+    )  # fmt: skip
     fadd.add_argument("--priority", type=int, default=0, help="higher fills first")
     fchg = fsub.add_parser("change", help="change a cache folder's capacity or priority")
     fchg.add_argument("id")
-    fchg.add_argument("--capacity", type=int, default=None, help="bytes; 0: the disk's space")
+    fchg.add_argument(
+        "--capacity", type=_size, default=None, help="a size such as 500M or 2G; 0: the disk's"
+    )
     fchg.add_argument("--priority", type=int, default=None, help="higher fills first")
     frm = fsub.add_parser("remove", help="retire a cache folder that holds no files")
     frm.add_argument("id")
@@ -492,6 +498,22 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     bench.set_defaults(plain=_bench)
     return p
+
+
+def _version() -> str:
+    """The installed package's version ("0" when run from a source tree without metadata)."""
+    try:
+        return metadata.version("imagecache")
+    except metadata.PackageNotFoundError:
+        return "0"
+
+
+def _size(text: str) -> int:
+    """A --capacity value: a size such as 2G or a number of bytes (argparse's error if not)."""
+    try:
+        return parse_size(text)
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _bench(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from domain.errors import InvalidInput
+from domain.sizes import parse_size
 from domain.specs import RenditionSpec
 
 FORMATS = ("jpeg", "webp", "avif")
@@ -62,6 +63,19 @@ def _within(name: str, raw: str, value: N, lo: N | None, hi: N | None) -> N:
 def _number(value: float | None) -> str:
     """A bound as people write it: whole numbers in full (1048576, not 1.04858e+06)."""
     return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+def env_size(env: Mapping[str, str], name: str, default: int) -> int:
+    """A size setting: `2G`, `500M`, `1.5T` (powers of 1024), `750MB` (of 1000), or bytes."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    if raw.strip().startswith("-"):
+        raise InvalidInput(f"{name}={raw!r} is out of range: it must be at least 0")
+    try:
+        return parse_size(raw)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{name}={raw!r}: {exc}") from None
 
 
 def flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
@@ -141,7 +155,7 @@ class Settings:
             rabbitmq_url=env.get("RABBITMQ_URL") or None,
             library_roots=roots,
             cache_dir=Path(env.get("IMAGECACHE_CACHE_DIR", str(data / "cache"))).absolute(),
-            cache_capacity=env_int(env, "IMAGECACHE_CACHE_CAPACITY", 0, lo=0),
+            cache_capacity=env_size(env, "IMAGECACHE_CACHE_CAPACITY", 0),
             host=env.get("IMAGECACHE_HOST", "127.0.0.1"),
             port=env_int(env, "IMAGECACHE_PORT", 8642, lo=1, hi=65535),
             # Measured (96 x 12 MP, 2 worker processes on RabbitMQ), images/s by batch size:
